@@ -1,0 +1,24 @@
+"""The ``longctx`` command line.
+
+Each feature area keeps its commands in its own module here and registers them on
+the one typer app. Imports flow one way: cli -> experiment drivers -> engine.
+"""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="longctx",
+    help="Long-context inference and needle-in-a-haystack evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register themselves on import (one line each).
+from longctx.cli import engine_cmds  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
