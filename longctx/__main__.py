@@ -1,0 +1,4 @@
+"""``python -m longctx`` runs the CLI."""
+from longctx.cli import main
+
+main()

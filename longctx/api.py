@@ -1,0 +1,392 @@
+"""The public engine API: :func:`load_model` and :class:`LongCtxModel`.
+
+One request = one KV cache sized for prompt + new tokens, one RoPE base fixed for the whole
+request (dynamic NTK computed from the prompt length, as TurboMind does), a chunked prefill that
+computes only the last position's logits, then token-by-token decode.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from longctx.attention import resolve_backend
+from longctx.config import ConfigError, ModelConfig, get_preset
+from longctx.generate import Generation, GenerationStats, peak_memory_bytes, select_next
+from longctx.kv_cache import KVCache
+from longctx.model import Transformer
+from longctx.rope import base_for
+
+ProgressFn = Callable[[int, int], None]  # (tokens done, tokens total)
+
+
+class ContextLengthError(ValueError):
+    """A request longer than the context the model (or the user) allows."""
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, checkpoint_dtype: str = "bfloat16") -> torch.dtype:
+    """``auto`` -> float32 on CPU; on CUDA the checkpoint's half type (bf16 unless it was saved fp16)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.float16 if checkpoint_dtype in ("float16", "fp16") else torch.bfloat16
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose from auto, float32, bfloat16, float16")
+    return DTYPES[dtype]
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Prefill chunk: 8192 tokens on CUDA, 2048 on CPU (bounds activation memory)."""
+    return 8192 if device.type == "cuda" else 2048
+
+
+class LongCtxModel:
+    """An engine instance: weights, tokenizer and request-level helpers.
+
+    Attributes:
+        net: the :class:`~longctx.model.Transformer`.
+        tokenizer: a :class:`~longctx.tokenizer.Tokenizer` (None for random-weight shapes).
+        config: the :class:`~longctx.config.ModelConfig` in effect (rope scaling included).
+        device, dtype: where the weights live.
+        chunk_size: prefill chunk length.
+        max_context: the longest request (prompt + new tokens) allowed.
+        path: the checkpoint directory (or a description).
+    """
+
+    def __init__(self, net: Transformer, tokenizer, *, device: torch.device, dtype: torch.dtype,
+                 chunk_size: int | None = None, max_context: int | None = None, path: str = "") -> None:
+        self.net = net
+        self.tokenizer = tokenizer
+        self.config: ModelConfig = net.cfg
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = int(chunk_size or default_chunk_size(device))
+        if self.chunk_size <= 0:
+            raise ConfigError(f"chunk size must be positive, got {self.chunk_size}")
+        self.max_context = int(max_context or self.config.context_limit)
+        self.path = path
+
+    # -- small helpers -----------------------------------------------------------------------
+    @property
+    def attn(self) -> str:
+        return self.net.attn_name
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def rope_base_for(self, total_len: int) -> float:
+        """The one RoPE base a request of ``total_len`` tokens uses (dynamic NTK when above M)."""
+        return base_for(self.config, total_len)
+
+    def new_cache(self, capacity: int) -> KVCache:
+        """A KV cache for ``capacity`` positions (model dtype, model device)."""
+        return self.net.new_cache(capacity)
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids for a prompt: text gets BOS (if the tokenizer adds one) + plain-text ids."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ConfigError("this model has no tokenizer; pass token ids")
+            ids = self.tokenizer.encode(prompt)
+            if self.tokenizer.add_bos and self.tokenizer.bos_id is not None:
+                ids = [self.tokenizer.bos_id] + ids
+            return ids
+        return [int(t) for t in prompt]
+
+    def check_length(self, prompt_len: int, max_new_tokens: int) -> None:
+        """Raises :class:`ContextLengthError` when prompt + new tokens exceed ``max_context``."""
+        if prompt_len <= 0:
+            raise ContextLengthError("empty prompt")
+        if prompt_len + max_new_tokens > self.max_context:
+            raise ContextLengthError(
+                f"prompt of {prompt_len} tokens + {max_new_tokens} new tokens exceeds the allowed context of "
+                f"{self.max_context} tokens"
+            )
+
+    def _ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(list(ids), dtype=torch.long, device=self.device)  # [T]
+
+    # -- forward passes ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, input_ids: Sequence[int] | torch.Tensor, rope_base: float | None = None) -> torch.Tensor:
+        """Logits for every position of a (short) input, one-shot over the whole sequence.
+
+        Args:
+            input_ids: ``[T]`` token ids.
+            rope_base: override the base (default: the base for T tokens).
+
+        Returns:
+            float32 ``[T, vocab]`` on the CPU.
+        """
+        ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+        n = len(ids)
+        cache = self.new_cache(n)
+        base = self.rope_base_for(n) if rope_base is None else rope_base
+        return self.net(self._ids_tensor(ids), cache, base, last_only=False).float().cpu()
+
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int] | torch.Tensor, cache: KVCache, rope_base: float, *,
+                progress: ProgressFn | None = None, chunk_size: int | None = None) -> torch.Tensor:
+        """Appends ``ids`` to ``cache`` in chunks; only the last position's logits are computed.
+
+        Args:
+            ids: ``[T]`` token ids (T >= 1) continuing the cached sequence.
+            cache: the request's cache (its ``length`` is where ``ids`` start).
+            rope_base: the request's base (must be the same for every call on one cache).
+            progress: called as ``progress(done, total)`` after each chunk.
+            chunk_size: override the model's chunk size.
+
+        Returns:
+            float32 ``[vocab]`` logits of the last position.
+        """
+        if cache.rope_base is None:
+            cache.rope_base = rope_base
+        elif cache.rope_base != rope_base:
+            raise ValueError(f"cache was filled with RoPE base {cache.rope_base:g}, not {rope_base:g}")
+        t = torch.as_tensor(ids, dtype=torch.long).to(self.device)  # [T]
+        n = t.shape[0]
+        if n == 0:
+            raise ValueError("prefill needs at least one token")
+        step = int(chunk_size or self.chunk_size)
+        out = None
+        for s in range(0, n, step):
+            out = self.net(t[s:s + step], cache, rope_base, last_only=True)  # [vocab]
+            if progress is not None:
+                progress(min(s + step, n), n)
+        return out.float()
+
+    @torch.inference_mode()
+    def decode_step(self, token_id: int, cache: KVCache, rope_base: float) -> torch.Tensor:
+        """One decode step: appends ``token_id`` and returns float32 ``[vocab]`` next-token logits."""
+        t = torch.tensor([int(token_id)], dtype=torch.long, device=self.device)  # [1]
+        return self.net(t, cache, rope_base, last_only=True).float()
+
+    # -- generation --------------------------------------------------------------------------
+    def _stop_ids(self, stop_ids: Sequence[int] | None) -> set[int]:
+        if stop_ids is not None:
+            return {int(s) for s in stop_ids}
+        return set(self.tokenizer.stop_ids) if self.tokenizer is not None else set()
+
+    def generate_ids(self, prompt_ids: Sequence[int], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                     top_p: float = 1.0, seed: int | None = None, stop_ids: Sequence[int] | None = None,
+                     rope_base: float | None = None, progress: ProgressFn | None = None,
+                     cache: KVCache | None = None, stats: GenerationStats | None = None) -> Iterator[int]:
+        """Yields generated token ids (stop ids are not yielded); fills ``stats`` as it goes.
+
+        With ``cache`` given, ``prompt_ids`` continue the cached sequence (prefix reuse); the
+        cache must have room for the prompt and the new tokens.
+        """
+        stats = stats if stats is not None else GenerationStats()
+        prompt_ids = list(prompt_ids)
+        cached = cache.length if cache is not None else 0
+        self.check_length(cached + len(prompt_ids), max_new_tokens)
+        if cache is None:
+            cache = self.new_cache(len(prompt_ids) + max_new_tokens)
+        base = rope_base if rope_base is not None else (
+            cache.rope_base if cache.rope_base is not None else self.rope_base_for(cached + len(prompt_ids)))
+        stops = self._stop_ids(stop_ids)
+        gen = None
+        if temperature > 0:
+            gen = torch.Generator()
+            gen.manual_seed(seed if seed is not None else torch.seed())
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        stats.prompt_tokens, stats.cached_tokens, stats.rope_base = len(prompt_ids), cached, base
+        t0 = time.perf_counter()
+        logits = self.prefill(prompt_ids, cache, base, progress=progress)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        stats.prefill_s = time.perf_counter() - t0
+        stats.stop_reason = "length"
+        t_first = None
+        for i in range(max_new_tokens):
+            tok = select_next(logits, temperature, top_p, gen)
+            if t_first is None:
+                t_first = time.perf_counter()
+                stats.ttft_s = t_first - t0
+            if tok in stops:
+                stats.stop_reason = "stop"
+                break
+            stats.new_tokens += 1
+            stats.decode_s = time.perf_counter() - t_first
+            yield tok
+            if i + 1 < max_new_tokens:
+                logits = self.decode_step(tok, cache, base)
+        stats.decode_s = time.perf_counter() - (t_first or t0)
+        stats.peak_mem_bytes = peak_memory_bytes(self.device)
+
+    def stream(self, prompt: str | Sequence[int], **kwargs: Any) -> "TextStream":
+        """Streams text pieces as they are generated; the stream's ``.stats`` fill as it runs.
+
+        Args:
+            prompt: text (BOS added if the tokenizer adds one; no chat template) or token ids.
+            **kwargs: as :meth:`generate_ids`.
+        """
+        return TextStream(self, self.encode(prompt), kwargs)
+
+    def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> Generation:
+        """Generates to completion; returns text, token ids and stats."""
+        s = self.stream(prompt, **kwargs)
+        text = "".join(s)
+        return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
+
+    def chat_ids(self, messages: list[dict], system: Any = ...) -> list[int]:
+        """Prompt ids for a conversation under the model's chat template (ends with the assistant prefix)."""
+        if self.tokenizer is None:
+            raise ConfigError("this model has no tokenizer")
+        if system is ...:
+            return self.tokenizer.chat_ids(messages)
+        return self.tokenizer.chat_ids(messages, system=system)
+
+    def chat(self, messages: list[dict] | str, *, system: Any = ..., stream: bool = False, **kwargs: Any):
+        """Answers the last user message of a conversation (greedy unless ``temperature`` > 0).
+
+        Args:
+            messages: ``[{"role": "user"|"assistant", "content": str}, ...]`` or one user string.
+            system: system prompt; default = the model's default; None = no system turn.
+            stream: return a :class:`TextStream` instead of a :class:`Generation`.
+        """
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        s = TextStream(self, self.chat_ids(messages, system=system), kwargs)
+        if stream:
+            return s
+        text = "".join(s)
+        return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
+
+
+class TextStream:
+    """Iterator of text pieces for one request; ``token_ids`` and ``stats`` fill as it runs."""
+
+    def __init__(self, model: LongCtxModel, prompt_ids: list[int], kwargs: dict) -> None:
+        self.model = model
+        self.prompt_ids = prompt_ids
+        self.stats = GenerationStats()
+        self.token_ids: list[int] = []
+        self._ids = model.generate_ids(prompt_ids, stats=self.stats, **kwargs)
+        self._decoder = model.tokenizer.stream_decoder() if model.tokenizer is not None else None
+
+    def __iter__(self) -> Iterator[str]:
+        for tok in self._ids:
+            self.token_ids.append(tok)
+            if self._decoder is not None:
+                piece = self._decoder.push(tok)
+                if piece:
+                    yield piece
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                yield tail
+
+    @property
+    def text(self) -> str:
+        return self.model.tokenizer.decode(self.token_ids) if self.model.tokenizer else ""
+
+
+def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                 attn: str = "auto", seed: int = 0, chunk_size: int | None = None,
+                 max_context: int | None = None) -> LongCtxModel:
+    """A model of a given shape with random weights (benchmarks; no tokenizer).
+
+    Args:
+        cfg: a :class:`ModelConfig` or a preset name (``internlm2-chat-7b`` ...).
+    """
+    if isinstance(cfg, str):
+        cfg = get_preset(cfg)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
+    with torch.device("meta"):
+        net = Transformer(cfg, attn=resolve_backend(attn, dev))
+    net = net.to_empty(device=dev).to(dt)
+    if cfg.tie_word_embeddings:
+        net.output.weight = net.model.tok_embeddings.weight
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    net.eval()
+    return LongCtxModel(net, None, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
+                        path=f"random:{cfg.name}")
+
+
+def load_model(path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+               rope_scaling: Any = ..., attn: str = "auto", max_context: int | None = None,
+               chunk_size: int | None = None) -> LongCtxModel:
+    """Loads a model.
+
+    Args:
+        path: a checkpoint directory (config.json + safetensors / .bin / GGUF, tokenizer files),
+            a ``.gguf`` file, or None for the embedded default model (SmolLM2-135M-Instruct).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        dtype: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
+        rope_scaling: None (off), ``{"type": "dynamic", "factor": F}`` / ``"dynamic:F"``; left out,
+            the checkpoint's own setting is used.
+        attn: ``auto`` | ``sdpa`` | ``eager`` | ``flash``.
+        max_context: the longest request allowed (default: M, or M x factor with scaling).
+        chunk_size: prefill chunk length (default by device).
+
+    Raises:
+        ConfigError, WeightError (both ValueError): bad paths, configs or weights.
+    """
+    from longctx.config import load_config
+    from longctx.loading import default_model_dir, gguf_config, load_checkpoint, weight_files
+    from longctx.config import from_hf_dict
+    from longctx.tokenizer import load_tokenizer, tokenizer_from_gguf
+
+    dev = resolve_device(device)
+    if path is None:
+        model_dir = default_model_dir()
+    else:
+        model_dir = Path(path)
+        if model_dir.is_file() and model_dir.suffix == ".gguf":
+            raw, _ = gguf_config(model_dir)
+            cfg = from_hf_dict(raw, name=raw["_name"])
+            dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
+            net = load_checkpoint(model_dir.parent, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
+                                  rope_scaling=rope_scaling, cfg=cfg)
+            return LongCtxModel(net, tokenizer_from_gguf(model_dir), device=dev, dtype=dt, chunk_size=chunk_size,
+                                max_context=max_context, path=str(model_dir))
+        if not model_dir.exists():
+            raise ConfigError(f"model directory not found: {model_dir}")
+        if not model_dir.is_dir():
+            raise ConfigError(f"model path is not a directory or .gguf file: {model_dir}")
+    fmt, _files = weight_files(model_dir)
+    cfg = load_config(model_dir) if fmt != "gguf" or (model_dir / "config.json").is_file() else None
+    if cfg is None:
+        raw, _ = gguf_config(_files[0])
+        cfg = from_hf_dict(raw, name=raw["_name"])
+    if path is None:
+        cfg.name = "SmolLM2-135M-Instruct"
+    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
+    net = load_checkpoint(model_dir, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
+                          rope_scaling=rope_scaling, cfg=cfg)
+    tok = tokenizer_from_gguf(_files[0]) if fmt == "gguf" and not _has_tokenizer_files(model_dir) else load_tokenizer(model_dir)
+    return LongCtxModel(net, tok, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
+                        path=str(model_dir) if path is not None else "default:SmolLM2-135M-Instruct")
+
+
+def _has_tokenizer_files(model_dir: Path) -> bool:
+    return (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer.model").is_file()

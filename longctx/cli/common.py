@@ -1,0 +1,80 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, model options, progress output."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+# Option declarations reused by every command that loads a model.
+ModelOpt = typer.Option(None, "--model", "-m", help="Checkpoint directory or .gguf file (default: embedded SmolLM2-135M-Instruct).")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16")
+RopeOpt = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR (e.g. dynamic:2.0), or none; default: the checkpoint's.")
+AttnOpt = typer.Option("auto", "--attn", help="Attention backend: auto | sdpa | eager | flash")
+MaxCtxOpt = typer.Option(None, "--max-context", help="Longest request (prompt + new tokens) to allow.")
+ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 CPU, 8192 CUDA).")
+
+
+class CliError(Exception):
+    """An error to report as one line with exit code 2."""
+
+
+def fail(message: str) -> None:
+    """Prints ``error: message`` on stderr and exits with code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Turns the engine's user-facing errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+        except (CliError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            fail(msg)
+
+    return wrapper
+
+
+def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",
+                  max_context: Optional[int] = None, chunk_size: Optional[int] = None):
+    """Loads a model from CLI options (errors surface as ValueError subclasses)."""
+    from longctx.api import load_model
+
+    kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size)
+    if rope_scaling is not None:
+        kwargs["rope_scaling"] = rope_scaling
+    if model is not None and not Path(model).exists():
+        raise CliError(f"model path not found: {model}")
+    return load_model(model, **kwargs)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_tokens(n: int) -> str:
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}K"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024}Ki"
+    return str(n)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

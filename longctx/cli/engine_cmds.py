@@ -1,0 +1,113 @@
+"""Engine commands: ``longctx generate`` and ``longctx info``."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from longctx.cli import app
+from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
+                                cli_errors, human_bytes, load_from_cli)
+
+
+@app.command()
+@cli_errors
+def generate(
+    prompt: str = typer.Argument(..., help="Prompt text."),
+    model: Optional[str] = ModelOpt,
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Tokens to generate at most."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed."),
+    chat: bool = typer.Option(False, "--chat/--raw", help="Apply the chat template (default: raw completion)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt with --chat (default: the model's)."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    rope_scaling: Optional[str] = RopeOpt,
+    attn: str = AttnOpt,
+    max_context: Optional[int] = MaxCtxOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="Print a stats line on stderr at the end."),
+) -> None:
+    """Generate text from a prompt, streamed to stdout as it is produced."""
+    if not prompt.strip():
+        raise CliError("empty prompt")
+    if max_new_tokens < 1:
+        raise CliError("--max-new-tokens must be at least 1")
+    m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
+    kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    if chat:
+        s = m.chat([{"role": "user", "content": prompt}], system=system if system is not None else ..., stream=True, **kwargs)
+    else:
+        s = m.stream(prompt, **kwargs)
+        sys.stdout.write(prompt)
+    for piece in s:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    if stats:
+        typer.echo(s.stats.footer(), err=True)
+
+
+@app.command()
+@cli_errors
+def info(
+    model: Optional[str] = ModelOpt,
+    preset: Optional[str] = typer.Option(None, "--preset", help="A named shape instead of a checkpoint: internlm2-chat-7b | internlm2-chat-20b | tiny."),
+    context: int = typer.Option(32768, "--context", "-c", help="Context length for the memory estimate."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="dtype for the estimate: bfloat16 | float16 | float32"),
+    chunk_size: int = typer.Option(8192, "--chunk-size", help="Prefill chunk for the working-memory estimate."),
+    rope_scaling: Optional[str] = RopeOpt,
+) -> None:
+    """Show a model's configuration and the memory a context length needs (weights + KV cache + working)."""
+    from longctx.config import get_preset, load_config
+    from longctx.memory import estimate_memory
+    from longctx.rope import base_for
+
+    if context < 1:
+        raise CliError("--context must be positive")
+    if preset is not None:
+        cfg = get_preset(preset)
+    elif model is not None:
+        from pathlib import Path
+
+        p = Path(model)
+        if p.is_file() and p.suffix == ".gguf":
+            from longctx.config import from_hf_dict
+            from longctx.loading import gguf_config
+
+            raw, _ = gguf_config(p)
+            cfg = from_hf_dict(raw, name=raw["_name"])
+        else:
+            cfg = load_config(p)
+    else:
+        from longctx.loading import default_model_dir
+
+        cfg = load_config(default_model_dir())
+        cfg.name = "SmolLM2-135M-Instruct (default)"
+    if rope_scaling is not None:
+        cfg = cfg.with_rope_scaling(rope_scaling)
+    nbytes = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "float32": 4, "fp32": 4}.get(dtype)
+    if nbytes is None:
+        raise CliError(f"unknown dtype {dtype!r}")
+    est = estimate_memory(cfg, context, dtype_bytes=nbytes, chunk=chunk_size)
+    rows = [
+        ("model", cfg.name), ("layout", cfg.source_layout),
+        ("layers / hidden / intermediate", f"{cfg.num_layers} / {cfg.hidden_size} / {cfg.intermediate_size}"),
+        ("heads / kv heads / head dim", f"{cfg.num_heads} / {cfg.num_kv_heads} / {cfg.head_dim} (G = {cfg.num_groups})"),
+        ("vocab", str(cfg.vocab_size)), ("parameters", f"{cfg.num_parameters() / 1e9:.3f} B"),
+        ("max_position_embeddings", str(cfg.max_position_embeddings)), ("rope_theta", f"{cfg.rope_theta:g}"),
+        ("rope scaling", str(cfg.rope_scaling or "none")), ("context limit", str(cfg.context_limit)),
+        (f"RoPE base at {context} tokens", f"{base_for(cfg, context):.6g}"),
+        ("tied embeddings", str(cfg.tie_word_embeddings)),
+        (f"memory at {context} tokens ({dtype})", ""),
+        ("  weights", human_bytes(est["weights"])), ("  KV cache", human_bytes(est["kv_cache"])),
+        (f"  working (chunk {chunk_size})", human_bytes(est["working"])), ("  total", human_bytes(est["total"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        typer.echo(f"{k:<{width}}  {v}")
+    if context > cfg.context_limit:
+        typer.echo(f"note: {context} tokens exceed this configuration's context limit of {cfg.context_limit}; "
+                   f"use --rope-scaling dynamic:F", err=True)

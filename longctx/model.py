@@ -1,0 +1,151 @@
+"""The InternLM2 decoder (Llama-layout checkpoints run here too, converted at load time).
+
+Module and parameter names equal the official InternLM2 checkpoint keys
+(``model.tok_embeddings.weight``, ``model.layers.{i}.attention.wqkv.weight``, ...,
+``output.weight``) so loading is a key-for-key copy.
+
+``wqkv`` is packed per KV head: its output rows, viewed as ``[Hkv, G + 2, D]``, hold the G query
+heads of that group, then its key head, then its value head.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from longctx.attention import ATTENTION_BACKENDS
+from longctx.config import ModelConfig
+from longctx.kv_cache import KVCache
+from longctx.rope import apply_rope, rope_cos_sin
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32, cast back, then scaled by the weight (InternLM2's order)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class Attention(nn.Module):
+    """GQA attention with a packed per-KV-head ``wqkv``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, h, hkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+        self.wqkv = nn.Linear(cfg.hidden_size, (h + 2 * hkv) * d, bias=cfg.bias)
+        self.wo = nn.Linear(h * d, cfg.hidden_size, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
+                start: int, attn_fn) -> torch.Tensor:
+        b, t, _ = x.shape
+        cfg = self.cfg
+        g, d = cfg.num_groups, cfg.head_dim
+        qkv = self.wqkv(x).view(b, t, cfg.num_kv_heads, g + 2, d)  # [B, T, Hkv, G+2, D]
+        q = qkv[:, :, :, :g, :].reshape(b, t, cfg.num_heads, d)  # [B, T, H, D]
+        k = qkv[:, :, :, g, :]  # [B, T, Hkv, D]
+        v = qkv[:, :, :, g + 1, :]  # [B, T, Hkv, D]
+        # RoPE works on [B, H, T, D]; transpose views in and out.
+        q = apply_rope(q.transpose(1, 2), cos, sin).transpose(1, 2)  # [B, T, H, D]
+        k = apply_rope(k.transpose(1, 2), cos, sin).transpose(1, 2)  # [B, T, Hkv, D]
+        k_all, v_all = cache.update(layer, start, k, v)  # [1, start+T, Hkv, D]
+        out = attn_fn(q, k_all, v_all)  # [B, T, H, D]
+        return self.wo(out.reshape(b, t, cfg.num_heads * d))  # [B, T, hidden]
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.w3 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, cache, layer, start, attn_fn):
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    """InternLM2 decoder for one sequence at a time.
+
+    Args:
+        cfg: the model configuration.
+        attn: attention backend name (a key of ``ATTENTION_BACKENDS``).
+    """
+
+    def __init__(self, cfg: ModelConfig, attn: str = "sdpa") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = Backbone(cfg)
+        self.output = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.output.weight = self.model.tok_embeddings.weight
+        self.attn_name = attn
+
+    @property
+    def attn_name(self) -> str:
+        return self._attn_name
+
+    @attn_name.setter
+    def attn_name(self, name: str) -> None:
+        if name not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {name!r}")
+        self._attn_name = name
+        self._attn_fn = ATTENTION_BACKENDS[name]
+
+    def new_cache(self, capacity: int) -> KVCache:
+        """Allocates a KV cache for ``capacity`` positions in the model's dtype and device."""
+        p = self.model.norm.weight
+        return KVCache(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, capacity, p.dtype, p.device)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache, rope_base: float, *, last_only: bool = True) -> torch.Tensor:
+        """Runs one chunk of tokens at positions ``cache.length ..`` and appends its keys/values.
+
+        Args:
+            ids: int64 ``[T]`` token ids of this chunk.
+            cache: the request's cache; its ``length`` is the chunk's start position.
+            rope_base: the request's RoPE base (the same for every chunk of the request).
+            last_only: compute logits for the last position only (prefill), else for all.
+
+        Returns:
+            Logits in the model dtype, ``[vocab]`` if ``last_only`` else ``[T, vocab]``.
+        """
+        t = ids.shape[0]
+        start = cache.length
+        positions = torch.arange(start, start + t, device=ids.device)  # [T]
+        h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, rope_base, dtype=h.dtype)  # [T, D] each
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, cos, sin, cache, i, start, self._attn_fn)
+        cache.advance(t)
+        h = h[0, -1] if last_only else h[0]  # [hidden] or [T, hidden]
+        return self.output(self.model.norm(h))
