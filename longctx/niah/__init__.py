@@ -1,0 +1,1 @@
+"""Needle-in-a-haystack evaluation: prompt building, runs, scoring and plots."""
