@@ -383,7 +383,12 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
     net = load_checkpoint(model_dir, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
                           rope_scaling=rope_scaling, cfg=cfg)
-    tok = tokenizer_from_gguf(_files[0]) if fmt == "gguf" and not _has_tokenizer_files(model_dir) else load_tokenizer(model_dir)
+    if _has_tokenizer_files(model_dir):
+        tok = load_tokenizer(model_dir)
+    elif fmt == "gguf":
+        tok = tokenizer_from_gguf(_files[0])
+    else:
+        tok = None  # weights only: token-id input works, text input raises a clear error
     return LongCtxModel(net, tok, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
                         path=str(model_dir) if path is not None else "default:SmolLM2-135M-Instruct")
 

@@ -1,0 +1,142 @@
+"""Loading errors: each bad checkpoint gives one clear error naming the file or tensor (API and CLI)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import internlm2_state_dict, tiny_llama, write_internlm2_checkpoint
+from longctx.api import load_model
+from longctx.cli import app
+from longctx.config import ConfigError
+from longctx.loading import WeightError
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    return write_internlm2_checkpoint(tiny_llama(4, 2), tmp_path / "ckpt", shards=2)
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def _one_line_exit2(result, needle):
+    assert result.exit_code == 2, result.output
+    err = result.stderr if hasattr(result, "stderr") else result.output
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_model(tmp_path / "nope")
+    _one_line_exit2(_cli("generate", "hi", "--model", str(tmp_path / "nope")), "not found")
+
+
+def test_missing_weight_shard(ckpt):
+    (ckpt / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(WeightError, match="model-00002-of-00002.safetensors"):
+        load_model(ckpt)
+    _one_line_exit2(_cli("generate", "hi", "--model", str(ckpt)), "missing")
+
+
+def test_no_weights_at_all(tmp_path, ckpt):
+    for f in ckpt.glob("model*"):
+        f.unlink()
+    with pytest.raises(WeightError, match="no weights"):
+        load_model(ckpt)
+
+
+def test_corrupt_weight_file(ckpt):
+    (ckpt / "model-00001-of-00002.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(WeightError, match="cannot read weight file model-00001"):
+        load_model(ckpt)
+    _one_line_exit2(_cli("generate", "hi", "--model", str(ckpt)), "cannot read weight file")
+
+
+def test_corrupt_bin_file(tmp_path):
+    path = write_internlm2_checkpoint(tiny_llama(4, 2), tmp_path / "b", fmt="bin")
+    (path / "pytorch_model-00001-of-00002.bin").write_bytes(b"not a zip")
+    with pytest.raises(WeightError, match="cannot read weight file pytorch_model-00001"):
+        load_model(path)
+
+
+def _rewrite_single(ckpt, sd):
+    from safetensors.torch import save_file
+
+    for f in ckpt.glob("model*"):
+        f.unlink()
+    save_file(sd, str(ckpt / "model.safetensors"))
+
+
+def test_missing_tensor(ckpt):
+    sd = internlm2_state_dict(tiny_llama(4, 2))
+    del sd["model.layers.1.feed_forward.w2.weight"]
+    _rewrite_single(ckpt, sd)
+    with pytest.raises(WeightError, match="missing tensor 'model.layers.1.feed_forward.w2.weight'"):
+        load_model(ckpt)
+    _one_line_exit2(_cli("generate", "hi", "--model", str(ckpt)), "model.layers.1.feed_forward.w2.weight")
+
+
+def test_shape_mismatch(ckpt):
+    sd = internlm2_state_dict(tiny_llama(4, 2))
+    sd["model.layers.0.attention.wo.weight"] = torch.zeros(3, 3)
+    _rewrite_single(ckpt, sd)
+    with pytest.raises(WeightError, match=r"'model.layers.0.attention.wo.weight' has shape \(3, 3\)"):
+        load_model(ckpt)
+    _one_line_exit2(_cli("generate", "hi", "--model", str(ckpt)), "has shape (3, 3)")
+
+
+def test_unexpected_tensor(ckpt):
+    sd = internlm2_state_dict(tiny_llama(4, 2))
+    sd["model.layers.0.attention.extra.weight"] = torch.zeros(2)
+    _rewrite_single(ckpt, sd)
+    with pytest.raises(WeightError, match="unexpected tensor 'model.layers.0.attention.extra.weight'"):
+        load_model(ckpt)
+
+
+def test_unsupported_model_type(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model_type"] = "gpt_neox"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="unsupported model_type 'gpt_neox'"):
+        load_model(ckpt)
+    _one_line_exit2(_cli("info", "--model", str(ckpt)), "unsupported model_type")
+
+
+def test_bad_config_json(ckpt):
+    (ckpt / "config.json").write_text("{not json")
+    _one_line_exit2(_cli("generate", "hi", "--model", str(ckpt)), "not valid JSON")
+
+
+def test_llama_layout_checkpoint_loads(tmp_path):
+    """A Hugging Face Llama checkpoint (q/k/v_proj) runs in the same engine after packing."""
+    ref = tiny_llama(8, 2)
+    ref.save_pretrained(tmp_path / "llama", safe_serialization=True)
+    m = load_model(tmp_path / "llama", device="cpu", attn="eager")
+    assert m.config.source_layout == "llama"
+    ids = torch.arange(1, 40)
+    with torch.no_grad():
+        want = ref(ids[None]).logits[0]
+    assert (m.logits(ids) - want).abs().max().item() <= 1e-4
+
+
+def test_prompt_longer_than_allowed_context_cli(ckpt):
+    from longctx.api import ContextLengthError
+
+    m = load_model(ckpt, max_context=20)
+    with pytest.raises(ContextLengthError):
+        m.generate(list(range(1, 30)), max_new_tokens=1)
+    # CLI on the default model with a tiny allowed context
+    r = subprocess.run([sys.executable, "-m", "longctx", "generate", "word " * 50, "--max-context", "16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: prompt of") and "allowed context of 16" in r.stderr
+    assert "Traceback" not in r.stderr
