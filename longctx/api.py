@@ -273,6 +273,18 @@ class LongCtxModel:
         text = "".join(s)
         return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
 
+    def ask(self, document: Any, question: str, **kw: Any):
+        """Answers a question about a document; see :func:`longctx.qa.ask`."""
+        from longctx.qa import ask
+
+        return ask(self, document, question, **kw)
+
+    def open(self, document: Any, **kw: Any):
+        """Prefills a document once for many questions; see :func:`longctx.qa.open_document`."""
+        from longctx.qa import open_document
+
+        return open_document(self, document, **kw)
+
 
 class TextStream:
     """Iterator of text pieces for one request; ``token_ids`` and ``stats`` fill as it runs."""
@@ -314,7 +326,9 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
         cfg = get_preset(cfg)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    with torch.device("meta"):
+    from longctx.loading import skip_param_init
+
+    with torch.device("meta"), skip_param_init():
         net = Transformer(cfg, attn=resolve_backend(attn, dev))
     net = net.to_empty(device=dev).to(dt)
     if cfg.tie_word_embeddings:

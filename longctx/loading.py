@@ -7,6 +7,7 @@ device: no full float32 copy of the model ever sits in host memory.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -275,6 +276,22 @@ def _internlm2_tensors(items: Iterator[tuple[str, torch.Tensor]], cfg: ModelConf
         raise WeightError(f"missing tensor model.layers.{layer}.self_attn.{missing[0]}.weight")
 
 
+@contextlib.contextmanager
+def skip_param_init():
+    """Skips nn.Linear / nn.Embedding random init while modules are built on the meta device.
+
+    Every parameter is overwritten afterwards; skipping the init also avoids torch importing its
+    compiler stack for meta-tensor ``normal_`` (several seconds per process).
+    """
+    saved = torch.nn.Linear.reset_parameters, torch.nn.Embedding.reset_parameters
+    torch.nn.Linear.reset_parameters = lambda self: None
+    torch.nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        torch.nn.Linear.reset_parameters, torch.nn.Embedding.reset_parameters = saved
+
+
 def build_model(cfg: ModelConfig, items: Iterator[tuple[str, torch.Tensor]], *, device: torch.device,
                 dtype: torch.dtype, attn: str = "sdpa") -> Transformer:
     """Creates the model on ``device``/``dtype`` and fills it tensor by tensor.
@@ -282,7 +299,7 @@ def build_model(cfg: ModelConfig, items: Iterator[tuple[str, torch.Tensor]], *, 
     Raises:
         WeightError: unexpected, missing or mis-shaped tensors (naming the tensor).
     """
-    with torch.device("meta"):
+    with torch.device("meta"), skip_param_init():
         model = Transformer(cfg, attn=attn)
     model = model.to_empty(device=device).to(dtype)
     if cfg.tie_word_embeddings:
