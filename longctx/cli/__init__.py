@@ -19,9 +19,11 @@ app = typer.Typer(
 from longctx.cli import engine_cmds  # noqa: E402,F401
 from longctx.cli import plot_cmd  # noqa: E402
 from longctx.cli import serve_cmd  # noqa: E402
+from longctx.cli import qa_cmds  # noqa: E402
 
 plot_cmd.register(app)
 serve_cmd.register(app)
+qa_cmds.register(app)
 
 
 def main() -> None:
