@@ -19,6 +19,7 @@ import torch
 
 from longctx.config import ConfigError, ModelConfig, from_hf_dict, load_config
 from longctx.model import Transformer
+from longctx.paths import cache_root
 
 
 class WeightError(ValueError):
@@ -384,15 +385,7 @@ def find_default_gguf() -> Path:
     raise WeightError(f"the installed {DEFAULT_DISTRIBUTION} wheel holds no .gguf file")
 
 
-def cache_root() -> Path:
-    """``$LONGCTX_CACHE``, else ``$XDG_CACHE_HOME/longctx``, else ``~/.cache/longctx``."""
-    if os.environ.get("LONGCTX_CACHE"):
-        return Path(os.environ["LONGCTX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "longctx"
-
-
-def _file_sha256(path: Path, limit: int | None = None) -> str:
+def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

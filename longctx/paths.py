@@ -11,7 +11,7 @@ __all__ = ["cache_root"]
 def cache_root() -> Path:
     """``$LONGCTX_CACHE``, else ``$XDG_CACHE_HOME/longctx``, else ``~/.cache/longctx``.
 
-    Same rule as :func:`longctx.loading.cache_root`, importable without torch.
+    Importable without torch; the engine's model cache and the haystack token cache live here.
     """
     if os.environ.get("LONGCTX_CACHE"):
         return Path(os.environ["LONGCTX_CACHE"])
