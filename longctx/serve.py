@@ -9,6 +9,9 @@ Endpoints
     * ``POST /tokenize`` / ``POST /detokenize`` -- exact token counts (vLLM's request/response
       shapes: ``{"prompt"}`` or ``{"messages"}`` -> ``{"tokens", "count", "max_model_len"}``;
       ``{"tokens"}`` -> ``{"prompt"}``).
+    * ``GET /tokenizer`` -- the tokenizer files themselves (a longctx extension): the ``openai``
+      backend rebuilds the exact tokenizer from them (fingerprint-checked) to make exact-length
+      prompts without a local copy of the model.
 
 Concurrency: the engine is not thread-safe, so one worker thread owns it and generates one
 request at a time. Requests wait in a bounded FIFO queue (``max_queue`` waiting besides the one
@@ -667,6 +670,17 @@ def create_app(model, *, served_model_name: str | None = None, api_key: str | No
             ids = chat_prompt_ids(req.messages, req.add_generation_prompt)
         return {"tokens": ids, "count": len(ids), "max_model_len": model.max_context}
 
+    tokenizer_files: dict = {}
+
+    @app.get("/tokenizer")
+    async def tokenizer_endpoint(request: Request):
+        """The model's tokenizer files (a longctx extension), so clients build byte-identical prompts."""
+        auth(request)
+        need_tokenizer()
+        if not tokenizer_files:
+            tokenizer_files.update(_tokenizer_payload(tok))
+        return tokenizer_files
+
     @app.post("/detokenize")
     async def detokenize(request: Request):
         req: DetokenizeRequest = await parse(request, DetokenizeRequest)
@@ -676,6 +690,25 @@ def create_app(model, *, served_model_name: str | None = None, api_key: str | No
         return {"prompt": tok.decode(req.tokens)}
 
     return app
+
+
+def _tokenizer_payload(tok) -> dict:
+    """``{"name", "fingerprint", "files": {filename: {"encoding": "utf-8" | "base64", "data"}}}``."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    from longctx.tokenizer import save_tokenizer_json
+
+    files = {}
+    with tempfile.TemporaryDirectory(prefix="longctx-tok-") as d:
+        for p in save_tokenizer_json(tok, d):
+            raw = Path(p).read_bytes()
+            if p.suffix == ".json":
+                files[p.name] = {"encoding": "utf-8", "data": raw.decode("utf-8")}
+            else:
+                files[p.name] = {"encoding": "base64", "data": base64.b64encode(raw).decode("ascii")}
+    return {"name": tok.name, "fingerprint": tok.fingerprint, "files": files}
 
 
 def _version() -> str:
