@@ -416,7 +416,9 @@ def _fit_document(tok, doc_ids: list[int], usable: int, overflow: str, detail: s
 class DocumentSession:
     """A document prefilled once; :meth:`ask` answers questions from the cached prefix.
 
-    Use as a context manager or call :meth:`close` to free the KV cache.
+    Use as a context manager or call :meth:`close` to free the KV cache. The constructor takes
+    the arguments of :func:`open_document`, plus ``defer_prefill=True`` to build the prompt
+    without computing it yet (:meth:`prefill` or the first :meth:`ask` does).
 
     Attributes:
         model: the engine.
@@ -437,7 +439,7 @@ class DocumentSession:
     def __init__(self, model: "LongCtxModel", document: Any, *, system: Any = ...,
                  question_budget: int = DEFAULT_QUESTION_BUDGET, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  history: bool = False, overflow: str = "error", progress: ProgressFn | None = None,
-                 _prefill: bool = True) -> None:
+                 defer_prefill: bool = False) -> None:
         if model.tokenizer is None:
             raise QAError("this model has no tokenizer; document QA needs one")
         if overflow not in OVERFLOW_POLICIES:
@@ -477,9 +479,10 @@ class DocumentSession:
         self._cache = None
         self._cached_ids: list[int] = []  # ids behind the cache (may be longer than cache.length)
         self._active: AnswerStream | None = None
+        self._committed = 0  # history: cache positions holding the answered conversation
         self.prefill_s = 0.0
         self.closed = False
-        if _prefill:
+        if not defer_prefill:
             self.prefill(progress)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -503,6 +506,7 @@ class DocumentSession:
         _sync(m)
         self.prefill_s = time.perf_counter() - t0
         self._cached_ids = list(self.prefix_ids)
+        self._committed = self.prefix_tokens
         return self.prefill_s
 
     def close(self) -> None:
@@ -526,6 +530,7 @@ class DocumentSession:
         self._check_open()
         self.turns.clear()
         self._turn_ids.clear()
+        self._committed = self.prefix_tokens
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self.prefix_tokens} prefix tokens cached"
@@ -579,9 +584,8 @@ class DocumentSession:
         cache = self._cache
         # Reuse: the document prefix always; in a conversation, everything still valid.
         keep = self.prefix_tokens
-        if self.history:
-            known = self._cached_ids[:cache.length]
-            lcp = _common_prefix(known, full)
+        if self.history and self._committed > keep:  # + the answered turns still in the cache
+            lcp = _common_prefix(self._cached_ids[:min(cache.length, self._committed)], full)
             keep = max(keep, min(lcp, len(full) - 1))
         cache.truncate(keep)
         self._cached_ids = list(full)  # positions >= cache.length are refreshed as tokens go in
@@ -643,6 +647,7 @@ class DocumentSession:
         if self.history:
             self._turn_ids.append((question, list(out)))
             self.turns.append((question, ans.text))
+            self._committed = cache.length
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -727,7 +732,7 @@ def ask(model: "LongCtxModel", document: Any, question: str, *, max_new_tokens: 
     if question_budget is None:  # exactly the question's tokens (they do not depend on the document)
         question_budget = len(split_prompt(model.tokenizer, [0], question, system)[1])
     sess = DocumentSession(model, document, system=system, question_budget=question_budget,
-                           max_new_tokens=max_new_tokens, overflow=overflow, _prefill=False)
+                           max_new_tokens=max_new_tokens, overflow=overflow, defer_prefill=True)
     total = sess.prefix_tokens + len(sess.question_suffix(question))
     sess.prefill(progress, _total=total)
     base = Answer(prefill_s=sess.prefill_s)
