@@ -1,0 +1,184 @@
+"""The backend interface that experiment drivers (NIAH sweeps, long-document QA, serving) run on.
+
+A backend turns prompts given as token ids into greedy answers and reports what each one cost.
+Drivers never touch the engine directly: they hand a list of :class:`GenRequest` to
+:meth:`Backend.run` and get one :class:`GenResult` per request through a callback, in whatever
+order the backend chooses (a backend with ``supports_prefix_sharing`` reorders requests so
+that consecutive prompts share long prefixes). Failures of single requests are reported in
+``GenResult.error``; they never stop the run.
+
+This module has no torch import.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = ["GenRequest", "GenResult", "Backend", "BaseBackend", "OnResult", "OnStart", "error_text",
+           "common_prefix_len", "total_tokens"]
+
+
+@dataclass(eq=False)
+class GenRequest:
+    """One prompt to answer.
+
+    Attributes:
+        ids: the prompt, ``np.ndarray`` of int32 token ids (exactly what the model receives).
+        max_new_tokens: answer budget; generation stops earlier at a stop id.
+        tag: the caller's handle (e.g. the NIAH cell); backends pass it through untouched.
+    """
+
+    ids: np.ndarray
+    max_new_tokens: int
+    tag: Any = None
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids, dtype=np.int32)
+        if self.ids.ndim != 1 or len(self.ids) == 0:
+            raise ValueError("a request needs a non-empty 1-D array of token ids")
+        if int(self.max_new_tokens) < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        self.max_new_tokens = int(self.max_new_tokens)
+
+
+@dataclass
+class GenResult:
+    """What one request produced and cost.
+
+    Attributes:
+        text: the decoded answer ("" on error).
+        token_ids: generated ids (stop ids excluded).
+        prompt_tokens: prompt length.
+        prefilled_tokens: prompt tokens actually run through the model (prompt minus reused prefix).
+        cached_tokens: prompt tokens whose keys/values were reused from an earlier request.
+        prefill_s: seconds of prefill (the forward over ``prefilled_tokens``).
+        decode_s: seconds from the end of prefill to the end of generation.
+        peak_mem_bytes: peak device memory during the request (CUDA), or peak process RSS (CPU).
+        rope_base: the RoPE base the request used (None when the backend cannot tell).
+        stop_reason: ``"stop"`` (stop id), ``"length"`` (budget used up) or ``"error"``.
+        error: None, or a one-line description of what went wrong.
+        logits: optional float32 next-token logits after the prompt (only when a backend was
+            asked to keep them; for tests).
+    """
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    prefilled_tokens: int = 0
+    cached_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    peak_mem_bytes: int = 0
+    rope_base: Optional[float] = None
+    stop_reason: str = ""
+    error: Optional[str] = None
+    logits: Any = None
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+OnResult = Callable[[GenRequest, GenResult], None]
+OnStart = Callable[[GenRequest, int], None]  # (request, tokens the backend plans to prefill for it)
+
+
+def error_text(exc: BaseException) -> str:
+    """``"ExcType: first line of the message"`` (one line, for results records)."""
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
+
+
+def common_prefix_len(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the longest common prefix of two 1-D id arrays (vectorized)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if len(diff) else n
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a driver needs from an inference backend.
+
+    Attributes:
+        name: short backend id (``"native"``, ...).
+        tokenizer: the model's tokenizer (``encode``/``decode``/``chat_segments``/``stop_ids``...).
+        max_context: the longest request (prompt + new tokens) the backend accepts.
+        supports_prefix_sharing: whether :meth:`run` reuses the keys/values of shared prompt
+            prefixes between requests.
+    """
+
+    name: str
+    tokenizer: Any
+    max_context: int
+    supports_prefix_sharing: bool
+
+    def model_info(self) -> dict[str, Any]:
+        """Identity of what answers: ``model`` (path), ``model_name``, ``config_hash``,
+        ``tokenizer`` (id), ``tokenizer_fingerprint``, ``rope_scaling`` (dict or None),
+        ``dtype``, ``device``, ``backend``, ``max_context``."""
+        ...
+
+    def rope_base_for(self, total_len: int) -> float:
+        """The RoPE base a prompt of ``total_len`` tokens is run with."""
+        ...
+
+    def generate(self, ids: Sequence[int] | np.ndarray, max_new_tokens: int) -> GenResult:
+        """Answers one prompt from scratch (greedy)."""
+        ...
+
+    def schedule(self, requests: Sequence[GenRequest]) -> list[tuple[GenRequest, int]]:
+        """The order :meth:`run` will use, with the prompt tokens it plans to prefill for each."""
+        ...
+
+    def run(self, requests: Sequence[GenRequest], *, on_result: OnResult,
+            on_start: Optional[OnStart] = None) -> None:
+        """Answers every request, calling ``on_start`` before and ``on_result`` after each one."""
+        ...
+
+
+class BaseBackend:
+    """Default :meth:`schedule`/:meth:`run`: requests in the given order, each from scratch.
+
+    Subclasses implement :meth:`generate` (and may override :meth:`run` to share work).
+    """
+
+    name = "base"
+    tokenizer: Any = None
+    max_context: int = 0
+    supports_prefix_sharing = False
+
+    def model_info(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def rope_base_for(self, total_len: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def generate(self, ids, max_new_tokens: int) -> GenResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def schedule(self, requests: Sequence[GenRequest]) -> list[tuple[GenRequest, int]]:
+        return [(r, len(r.ids)) for r in requests]
+
+    def run(self, requests: Sequence[GenRequest], *, on_result: OnResult,
+            on_start: Optional[OnStart] = None) -> None:
+        for req, planned in self.schedule(requests):
+            if on_start is not None:
+                on_start(req, planned)
+            t0 = time.perf_counter()
+            try:
+                res = self.generate(req.ids, req.max_new_tokens)
+            except Exception as e:  # noqa: BLE001 - one bad request must not stop the run
+                res = GenResult(prompt_tokens=len(req.ids), stop_reason="error", error=error_text(e),
+                                prefill_s=time.perf_counter() - t0)
+            on_result(req, res)
+
+
+def total_tokens(requests: Iterable[GenRequest]) -> int:
+    """Sum of prompt lengths: what a sweep without prefix sharing prefills."""
+    return sum(len(r.ids) for r in requests)
