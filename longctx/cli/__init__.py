@@ -18,10 +18,12 @@ app = typer.Typer(
 # Command modules register themselves on import (one line each).
 from longctx.cli import engine_cmds  # noqa: E402,F401
 from longctx.cli import plot_cmd  # noqa: E402
+from longctx.cli import needle_cmd  # noqa: E402
 from longctx.cli import serve_cmd  # noqa: E402
 from longctx.cli import qa_cmds  # noqa: E402
 
 plot_cmd.register(app)
+needle_cmd.register(app)
 serve_cmd.register(app)
 qa_cmds.register(app)
 

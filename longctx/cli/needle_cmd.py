@@ -1,0 +1,230 @@
+"""``longctx needle``: a needle-in-a-haystack sweep, resumable results, heatmaps at the end.
+
+Registered on the app with ``needle_cmd.register(app)``. Everything the user can get wrong is
+checked before the model runs; bad input gives one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
+                                cli_errors, load_from_cli)
+
+#: The default grid with the embedded default model (SmolLM2-135M-Instruct, 8K window): sized to
+#: finish well inside 5 minutes on a 2-core CPU, model load included (see README / docs/benchmarks.md).
+DEFAULT_LENGTHS = "1000,2000,4000"
+DEFAULT_DEPTHS = "0,25,50,75,100"
+#: Without --lengths for another model: this many lengths from --min-len to --max-len.
+DEFAULT_LENGTH_COUNT = 8
+DEFAULT_OUT = Path("results/needle.jsonl")
+
+
+def _parse_shard(spec: Optional[str]) -> Optional[tuple[int, int]]:
+    if spec is None:
+        return None
+    parts = spec.strip().split("/")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        i, n = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise CliError(f"bad --shard {spec!r}: expected i/n with 0 <= i < n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise CliError(f"bad --shard {spec!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return i, n
+
+
+def _context_hint(model, need: int) -> str:
+    cfg = model.config
+    m = int(cfg.max_position_embeddings)
+    factor = max(2, math.ceil(need / m))
+    if cfg.rope_scaling is None:
+        return (f"; to go past the trained window of {m} tokens use --rope-scaling dynamic:{factor} "
+                f"(or --max-context {need} to run without scaling)")
+    return (f"; raise it with a larger --rope-scaling dynamic:F (now {cfg.rope_scaling}) "
+            f"or --max-context {need}")
+
+
+def _plot(out: Path, plot: Path) -> list[Path]:
+    from longctx.niah import plot as P
+
+    records = P.load_results([out])
+    runs = [(P.run_label(records), records)]
+    base = plot.with_suffix("") if plot.suffix.lower() in (".png", ".svg", ".pdf") else plot
+    written = P.plot_heatmaps(runs, base)
+    written += P.plot_accuracy_vs_length(runs, base.with_name(base.name + "_by_length"))
+    return written
+
+
+def _print_summary(summary, echo=typer.echo) -> None:
+    from longctx.niah.plot import format_tokens
+
+    echo("")
+    echo(f"{'length':>8}  {'score':>6}  {'cells':>5}  {'errors':>6}")
+    for r in summary.rows:
+        label = r["label"] if r["target_length"] == "all" else format_tokens(r["target_length"])
+        mean = "n/a" if r["mean"] is None else f"{r['mean']:.1f}"
+        echo(f"{label:>8}  {mean:>6}  {r['records']:>5}  {r['errors']:>6}")
+    ratio = summary.sharing_ratio
+    echo(f"cells: {summary.done} run now, {summary.skipped} already in {summary.results_path} (skipped), "
+         f"{summary.errors} errors")
+    if summary.done:
+        echo(f"tokens prefilled: {summary.prefilled_tokens:,} vs {summary.naive_tokens:,} for a naive sweep"
+             + (f" ({ratio:.2f}x fewer with prefix sharing)" if ratio else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``needle`` command to ``app``."""
+
+    @app.command("needle")
+    @cli_errors
+    def needle(
+        model: Optional[str] = ModelOpt,
+        max_len: Optional[str] = typer.Option(None, "--max-len", help="Longest context (model tokens; 4K, 200K ok) for a count of --lengths."),
+        min_len: Optional[str] = typer.Option(None, "--min-len", help="Shortest context for a count of --lengths (default 1000)."),
+        lengths: Optional[str] = typer.Option(None, "--lengths", help="K lengths from --min-len to --max-len, or a list: 1K,2K,4K (K = 1000, Ki = 1024)."),
+        length_spacing: str = typer.Option("linear", "--length-spacing", help="linear | geometric spacing for a count of lengths."),
+        depths: Optional[str] = typer.Option(None, "--depths", help="K depths in [0, 100], sigmoid:K (denser at the ends) or a list: 0,25,50."),
+        task: str = typer.Option("single", "--task", help="passkey | single | multikey | multivalue | multiquery | custom (NAME:VALUE_TYPE ok)."),
+        value_type: Optional[str] = typer.Option(None, "--value-type", help="number | word | uuid (single/multi* tasks)."),
+        answer_budget: Optional[int] = typer.Option(None, "--answer-budget", help="Max new tokens per answer (default: the task's, 128 for single)."),
+        trials: int = typer.Option(1, "--trials", help="Trials per (length, depth) cell, each with its own seeded needle."),
+        seed: int = typer.Option(0, "--seed", help="Base seed of the needle values."),
+        haystack: str = typer.Option("austen", "--haystack", help="austen | web_bible | noise, or a .txt file / a folder of .txt files."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Results JSONL; an existing file of the same configuration is resumed."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap image (PNG; SVG and a _by_length chart beside it). Default: plots/<out name>.png"),
+        no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw the heatmap."),
+        dump_prompts: Optional[Path] = typer.Option(None, "--dump-prompts", help="Write each cell's prompt text to DIR/<task>_L<len>_d<depth>_t<trial>.txt."),
+        force: bool = typer.Option(False, "--force", help="If --out holds another configuration's results, move them to <out>.bak-<time> and start fresh."),
+        no_chat: bool = typer.Option(False, "--no-chat", help="No chat template (base models): BOS + plain text, the task's answer prefix."),
+        answer_prefix: Optional[str] = typer.Option(None, "--answer-prefix", help="Text the answer starts with (after the generation prompt)."),
+        system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the model's; '' = no system turn)."),
+        custom_needle: Optional[str] = typer.Option(None, "--custom-needle", help="Custom task: the needle sentence."),
+        custom_question: Optional[str] = typer.Option(None, "--custom-question", help="Custom task: the question."),
+        custom_answer: Optional[List[str]] = typer.Option(None, "--custom-answer", help="Custom task: an expected answer (repeat for several)."),
+        custom_file: Optional[Path] = typer.Option(None, "--custom-file", help="Custom task from JSON/YAML: needle, question, answers [, metric, answer_budget, answer_prefix]."),
+        shard: Optional[str] = typer.Option(None, "--shard", help="Run shard i of n (0-based, e.g. 0/4) of the grid's cells."),
+        prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Reuse the KV cache of shared prompt prefixes between cells."),
+        device: str = DeviceOpt,
+        dtype: str = DtypeOpt,
+        rope_scaling: Optional[str] = RopeOpt,
+        attn: str = AttnOpt,
+        max_context: Optional[int] = MaxCtxOpt,
+        chunk_size: Optional[int] = ChunkOpt,
+    ) -> None:
+        """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap."""
+        from longctx.niah.grid import make_grid, parse_depths, parse_lengths, parse_size
+        from longctx.niah.grid import shard as shard_cells
+        from longctx.niah.tasks import make_task
+
+        t_start = time.perf_counter()
+        # -- everything checkable without the model ----------------------------------------------
+        if trials < 1:
+            raise CliError(f"--trials must be at least 1 (got {trials})")
+        depth_list = parse_depths(depths if depths is not None else (DEFAULT_DEPTHS if model is None else "11"))
+        max_l = parse_size(max_len) if max_len is not None else None
+        min_l = parse_size(min_len) if min_len is not None else None
+        if length_spacing not in ("linear", "geometric"):
+            raise CliError(f"bad --length-spacing {length_spacing!r}: choose linear or geometric")
+        shard_spec = _parse_shard(shard)
+        custom_given = any(v is not None for v in (custom_needle, custom_question, custom_answer or None, custom_file))
+        task_spec = task
+        if custom_given and task.split(":")[0].lower() != "custom":
+            if task != "single":
+                raise CliError("--custom-needle/--custom-question/--custom-answer/--custom-file need --task custom")
+            task_spec = "custom"
+        if custom_file is not None and not custom_file.is_file():
+            raise CliError(f"custom task file not found: {custom_file}")
+        task_obj = make_task(task_spec, value_type=value_type, needle=custom_needle, question=custom_question,
+                             answers=list(custom_answer) if custom_answer else None,
+                             custom_file=str(custom_file) if custom_file is not None else None,
+                             answer_budget=answer_budget)
+        from longctx.data import BUILTIN_HAYSTACKS, read_haystack_path
+
+        if haystack not in BUILTIN_HAYSTACKS:
+            read_haystack_path(haystack)  # missing / empty / not UTF-8 -> one line, before the model loads
+        if out.exists() and out.is_dir():
+            raise CliError(f"--out is a directory: {out}")
+        if rope_scaling is not None:
+            from longctx.config import parse_rope_scaling
+
+            parse_rope_scaling(rope_scaling)
+        if max_context is not None and max_context < 1:
+            raise CliError(f"--max-context must be positive (got {max_context})")
+
+        # -- model, haystack, prompt builder -----------------------------------------------------
+        m = load_from_cli(str(Path(model).resolve()) if model is not None else None, device, dtype, rope_scaling,
+                          attn, max_context, chunk_size)
+        if m.tokenizer is None:
+            raise CliError("the model has no tokenizer")
+        from longctx.backends.native import NativeBackend
+        from longctx.niah.haystack import get_haystack
+        from longctx.niah.prompt import AUTO, DEFAULT_SYSTEM, PromptBuilder
+        from longctx.niah.runner import ContextLimitError, LogProgress, RichProgress, run_sweep
+
+        budget = task_obj.answer_budget
+        if lengths is None and max_l is None and min_l is None and model is None:
+            length_list = parse_lengths(DEFAULT_LENGTHS)
+        else:
+            if max_l is None and (lengths is None or lengths.strip().isdigit()):
+                max_l = m.max_context - budget
+                if max_l < 1:
+                    raise CliError(f"the model's context of {m.max_context} tokens leaves no room for the "
+                                   f"answer budget of {budget} tokens")
+            length_list = parse_lengths(lengths if lengths is not None else str(DEFAULT_LENGTH_COUNT), min_l, max_l,
+                                        scale=length_spacing)
+        grid = make_grid(length_list, depth_list, trials)
+        if shard_spec is not None:
+            grid = shard_cells(grid, *shard_spec)
+            if not grid:
+                raise CliError(f"shard {shard} of {len(length_list) * len(depth_list) * trials} cells is empty")
+        bad = [L for L in length_list if L + budget > m.max_context]
+        if bad:
+            e = ContextLimitError(bad[0], budget, m.max_context, len(bad))
+            raise CliError(str(e) + _context_hint(m, bad[0] + budget))
+
+        hs = get_haystack(haystack, m.tokenizer)
+        builder = PromptBuilder(
+            m.tokenizer, hs, task_obj, chat=not no_chat,
+            system=DEFAULT_SYSTEM if system is None else (system or None),
+            answer_prefix=AUTO if answer_prefix is None else answer_prefix,
+            max_context=m.max_context, seed=seed)
+
+        def warn(msg: str) -> None:
+            typer.echo(f"warning: {msg}", err=True)
+
+        backend = NativeBackend(m, prefix_sharing=prefix_sharing)
+        info = {"lengths": length_list, "depths": depth_list, "trials": trials,
+                "shard": shard, "haystack": haystack, "argv": sys.argv[1:], "host": os.uname().nodename
+                if hasattr(os, "uname") else None}
+        progress = RichProgress() if sys.stderr.isatty() else LogProgress()
+        typer.echo(f"needle: {m.name} ({m.path}), task {task_obj.id}, haystack {haystack}, "
+                   f"{len(length_list)} lengths x {len(depth_list)} depths x {trials} trial(s)"
+                   + (f", shard {shard}: {len(grid)} cells" if shard_spec else f" = {len(grid)} cells")
+                   + f", results {out}", err=True)
+        try:
+            summary = run_sweep(backend, builder, grid, out, progress=progress, dump_prompts=dump_prompts,
+                                force=force, info=info, warn=warn)
+        except ContextLimitError as e:  # pragma: no cover - checked above already
+            raise CliError(str(e) + _context_hint(m, e.length + e.budget)) from None
+        summary.wall_s = time.perf_counter() - t_start
+        _print_summary(summary)
+        typer.echo(f"wall time: {summary.wall_s:.1f}s (model load and cell building included)")
+        typer.echo(f"results: {out}")
+
+        if not no_plot:
+            plot_path = plot if plot is not None else Path("plots") / f"{out.name.split('.')[0] or 'needle'}.png"
+            try:
+                written = _plot(out, plot_path)
+            except (OSError, ValueError) as e:
+                typer.echo(f"error: cannot draw the heatmap {plot_path}: {e}", err=True)
+                raise typer.Exit(1)
+            for p in written:
+                typer.echo(f"plot: {p}")
