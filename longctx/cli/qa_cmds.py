@@ -211,8 +211,9 @@ def register(app: typer.Typer) -> None:
                 progress.close()
         _warn(sess.warnings)
         rate = sess.prefix_tokens / sess.prefill_s if sess.prefill_s > 0 else 0.0
-        typer.echo(f"{doc.title or 'document'}: {sess.document_tokens:,} tokens, prefilled in {sess.prefill_s:.1f}s "
-                   f"({rate:,.0f} tok/s). Ask about it; Ctrl-D, 'exit' or 'quit' ends"
+        typer.echo(f"{doc.title or 'document'}: {sess.document_tokens:,} tokens ({sess.prefix_tokens:,} with the chat "
+                   f"template) prefilled in {sess.prefill_s:.1f}s ({rate:,.0f} tok/s). Ask about it; Ctrl-D, 'exit' or "
+                   "'quit' ends"
                    + ("; the conversation is kept." if history else "."), err=True)
         interactive = sys.stdin.isatty()
         if interactive:
@@ -250,13 +251,13 @@ def register(app: typer.Typer) -> None:
                     for piece in s:
                         sys.stdout.write(piece)
                         sys.stdout.flush()
-                except KeyboardInterrupt:
-                    s.close()
                     sys.stdout.write("\n")
                     sys.stdout.flush()
-                    typer.echo("[answer interrupted]", err=True)
-                    continue
-                sys.stdout.write("\n")
-                sys.stdout.flush()
-                if stats:
-                    typer.echo(s.answer.footer(), err=True)
+                    if stats:
+                        typer.echo(s.answer.footer(), err=True)
+                except KeyboardInterrupt:  # during an answer: stop it, keep the session
+                    s.close()
+                    if s.answer is None:
+                        sys.stdout.write("\n")
+                        sys.stdout.flush()
+                        typer.echo("[answer interrupted]", err=True)
