@@ -486,19 +486,21 @@ class DocumentSession:
             self.prefill(progress)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def prefill(self, progress: ProgressFn | None = None, *, _offset: int = 0, _total: int | None = None) -> float:
-        """Prefills the document prefix (done by the constructor); returns the seconds it took."""
+    def prefill(self, progress: ProgressFn | None = None, *, _total: int | None = None) -> float:
+        """Prefills the document prefix (done by the constructor); returns the seconds it took.
+
+        ``progress(done, total)`` is called once with 0, then after each chunk (``total`` is the
+        prefix length, or ``_total`` when the caller reports over a longer prompt).
+        """
         self._check_open()
         if self._cache is not None and self._cache.length >= self.prefix_tokens:
             return self.prefill_s
         m = self.model
         self._cache = m.new_cache(self.capacity)
         cb = progress
-        if progress is not None and (_offset or _total):
-            total = _total or self.prefix_tokens
-
+        if progress is not None and _total is not None:
             def cb(done: int, _n: int) -> None:
-                progress(_offset + done, total)
+                progress(done, _total)
         if cb is not None:
             cb(0, self.prefix_tokens)
         t0 = time.perf_counter()

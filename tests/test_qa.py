@@ -11,7 +11,6 @@ import dataclasses
 import re
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
