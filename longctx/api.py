@@ -330,7 +330,7 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
 
     with torch.device("meta"), skip_param_init():
         net = Transformer(cfg, attn=resolve_backend(attn, dev))
-    net = net.to_empty(device=dev).to(dt)
+    net = net.to(dt).to_empty(device=dev)  # cast on meta first: no float32 copy is ever allocated
     if cfg.tie_word_embeddings:
         net.output.weight = net.model.tok_embeddings.weight
     gen = torch.Generator(device=dev)

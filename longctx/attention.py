@@ -14,8 +14,10 @@ every query see the whole cached prefix. GQA: query head h reads KV head ``h // 
 
 ``eager`` is the float32 reference the others are tested against. ``sdpa`` uses
 ``torch.nn.functional.scaled_dot_product_attention`` (on CUDA its flash / memory-efficient
-kernels); on CPU it never builds a mask larger than one chunk x keys. ``flash`` uses the
-``flash_attn`` package (its causal mask is bottom-right aligned), CUDA only.
+kernels); on CPU a chunk that follows a cached prefix is split into two mask-free kernel calls
+(chunk x prefix, unmasked; chunk x itself, causal) merged with their log-sum-exp, so no mask is
+ever built. ``flash`` uses the ``flash_attn`` package (its causal mask is bottom-right aligned),
+CUDA only.
 """
 from __future__ import annotations
 
@@ -65,11 +67,65 @@ def _sdpa_gqa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> to
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
+def _cpu_flash_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's CPU flash kernel on [B, H*, T*, D] tensors: ``(out [B, H, Tq, D], lse float32 [B, H, Tq])``.
+
+    ``lse`` is the natural-log log-sum-exp of each query's scaled scores; ``causal`` is the
+    upper-left mask (only used here with Tq == Tk). GQA is native in torch >= 2.5; older
+    versions get expanded KV heads.
+    """
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if q.shape[1] != k.shape[1]:
+        try:
+            return op(q, k, v, 0.0, causal)
+        except RuntimeError:
+            g = q.shape[1] // k.shape[1]
+            k = k.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
+            v = v.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
+    return op(q, k, v, 0.0, causal)
+
+
+def merge_attention(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor) -> torch.Tensor:
+    """Combines attention over two disjoint key sets from their outputs and log-sum-exps.
+
+    Args:
+        o1, o2: ``[B, H, Tq, D]`` softmax-weighted values over each key set.
+        lse1, lse2: float32 ``[B, H, Tq]`` log-sum-exp of the scaled scores over each key set.
+
+    Returns:
+        ``[B, H, Tq, D]`` in ``o1``'s dtype: ``o1 * exp(lse1 - lse) + o2 * exp(lse2 - lse)`` with
+        ``lse = logaddexp(lse1, lse2)`` (exactly softmax over the union), computed in float32.
+    """
+    lse = torch.logaddexp(lse1, lse2)  # [B, H, Tq]
+    w1 = torch.exp(lse1 - lse).unsqueeze(-1)  # [B, H, Tq, 1]
+    w2 = torch.exp(lse2 - lse).unsqueeze(-1)
+    out = o1.float() * w1
+    out.addcmul_(o2.float(), w2)
+    return out.to(o1.dtype)
+
+
+def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """Lower-right causal attention for a chunk after a cached prefix (CPU, 1 < Tq < Tk).
+
+    Two mask-free calls of the CPU flash kernel: the chunk against the prefix (every query sees
+    every prefix key) and the chunk against itself (plain causal), merged by log-sum-exp.
+    No ``[Tq, Tk]`` mask is built and the causal kernel skips the masked half of the diagonal block.
+    """
+    tq, tk = qh.shape[2], kh.shape[2]
+    p = tk - tq
+    o1, lse1 = _cpu_flash_lse(qh, kh[:, :, :p], vh[:, :, :p], False)  # chunk x prefix
+    o2, lse2 = _cpu_flash_lse(qh, kh[:, :, p:], vh[:, :, p:], True)  # chunk x itself
+    return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
+
+
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """torch SDPA with a lower-right causal mask.
 
     On CUDA a chunk uses ``torch.nn.attention.bias.causal_lower_right`` so the flash /
-    memory-efficient kernels run without a materialized mask; on CPU the chunk gets a boolean
+    memory-efficient kernels run without a materialized mask; on CPU the chunk is split into
+    chunk x prefix (unmasked) and chunk x chunk (causal), merged by log-sum-exp
+    (:func:`_cpu_chunk_attention`); if that kernel is unavailable it falls back to a boolean
     ``[Tq, Tk]`` mask (one chunk x keys, never larger).
     """
     tq, tk = q.shape[1], k.shape[1]
@@ -93,8 +149,15 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
         if out is None:
             out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
     else:
-        mask = lower_right_causal_mask(tq, tk, q.device)  # [Tq, Tk]
-        out = _sdpa_gqa(qh, kh, vh, attn_mask=mask)
+        out = None
+        if q.device.type == "cpu":
+            try:
+                out = _cpu_chunk_attention(qh, kh, vh)
+            except (AttributeError, RuntimeError, NotImplementedError):  # old torch without the CPU flash op
+                out = None
+        if out is None:
+            mask = lower_right_causal_mask(tq, tk, q.device)  # [Tq, Tk]
+            out = _sdpa_gqa(qh, kh, vh, attn_mask=mask)
     return out.transpose(1, 2)  # [B, Tq, H, D]
 
 

@@ -16,7 +16,34 @@ import torch.nn.functional as F
 from longctx.attention import ATTENTION_BACKENDS
 from longctx.config import ModelConfig
 from longctx.kv_cache import KVCache
-from longctx.rope import apply_rope, rope_cos_sin
+from longctx.rope import rope_cos_sin
+
+
+def rope_packed(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates the query and key slots of packed heads in one pass (NeoX / rotate_half form).
+
+    Computes exactly what :func:`longctx.rope.apply_rope` computes -- ``x * cos + rotate_half(x) * sin``
+    with ``cos = cat(c, c)``, ``sin = cat(s, s)`` -- as ``[x1 c - x2 s, x2 c + x1 s]`` on the two
+    halves, without building ``rotate_half(x)`` (the same roundings, so the same bits).
+
+    Args:
+        x: ``[B, T, Hkv, S, D]`` (S = the G query slots + the key slot of each KV head).
+        cos, sin: ``[T, D]`` tables from :func:`~longctx.rope.rope_cos_sin` (dtype of ``x``).
+
+    Returns:
+        A new contiguous ``[B, T, Hkv, S, D]`` tensor.
+    """
+    half = x.shape[-1] // 2
+    c = cos[:, None, None, :half]  # [T, 1, 1, D/2]
+    s = sin[:, None, None, :half]
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    lo, hi = out[..., :half], out[..., half:]
+    torch.mul(x1, c, out=lo)
+    lo.sub_(x2 * s)
+    torch.mul(x2, c, out=hi)
+    hi.add_(x1 * s)
+    return out
 
 
 class RMSNorm(nn.Module):
@@ -29,8 +56,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)  # a fresh tensor
+        if y.dtype == self.weight.dtype and not torch.is_grad_enabled():
+            return y.mul_(self.weight)  # == weight * y, in place
+        return self.weight * y
 
 
 class Attention(nn.Module):
@@ -49,12 +78,10 @@ class Attention(nn.Module):
         cfg = self.cfg
         g, d = cfg.num_groups, cfg.head_dim
         qkv = self.wqkv(x).view(b, t, cfg.num_kv_heads, g + 2, d)  # [B, T, Hkv, G+2, D]
-        q = qkv[:, :, :, :g, :].reshape(b, t, cfg.num_heads, d)  # [B, T, H, D]
-        k = qkv[:, :, :, g, :]  # [B, T, Hkv, D]
+        qk = rope_packed(qkv[:, :, :, :g + 1, :], cos, sin)  # [B, T, Hkv, G+1, D]: queries and key rotated together
+        q = qk[:, :, :, :g, :].reshape(b, t, cfg.num_heads, d)  # [B, T, H, D]
+        k = qk[:, :, :, g, :]  # [B, T, Hkv, D]
         v = qkv[:, :, :, g + 1, :]  # [B, T, Hkv, D]
-        # RoPE works on [B, H, T, D]; transpose views in and out.
-        q = apply_rope(q.transpose(1, 2), cos, sin).transpose(1, 2)  # [B, T, H, D]
-        k = apply_rope(k.transpose(1, 2), cos, sin).transpose(1, 2)  # [B, T, Hkv, D]
         k_all, v_all = cache.update(layer, start, k, v)  # [1, start+T, Hkv, D]
         out = attn_fn(q, k_all, v_all)  # [B, T, H, D]
         return self.wo(out.reshape(b, t, cfg.num_heads * d))  # [B, T, hidden]
@@ -70,7 +97,11 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if torch.is_grad_enabled():
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        a = self.w1(x)  # [.., intermediate]
+        F.silu(a, inplace=True)
+        return self.w2(a.mul_(self.w3(x)))  # same values, two fewer intermediate-sized buffers
 
 
 class DecoderLayer(nn.Module):
@@ -82,8 +113,12 @@ class DecoderLayer(nn.Module):
         self.feed_forward = FeedForward(cfg)
 
     def forward(self, x, cos, sin, cache, layer, start, attn_fn):
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn)
-        return x + self.feed_forward(self.ffn_norm(x))
+        if torch.is_grad_enabled():
+            x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn)
+            return x + self.feed_forward(self.ffn_norm(x))
+        # Inference: the residual adds go into the fresh branch outputs (a + b == b + a bit for bit).
+        x = self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn).add_(x)
+        return self.feed_forward(self.ffn_norm(x)).add_(x)
 
 
 class Backbone(nn.Module):
