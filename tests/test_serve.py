@@ -76,7 +76,8 @@ def start_server(*args: str, api_key: str | None = None, timeout: float = 180) -
            "--log-level", "warning", *args]
     if api_key:
         cmd += ["--api-key", api_key]
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    # One torch thread: on the shared 2-core test machine oversubscribed threads are several times slower.
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=os.environ.get("LONGCTX_TEST_THREADS", "1"))
     env.pop("LONGCTX_API_KEY", None)
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BACKEND_NAMES", "make_backend"]
+__all__ = ["BACKEND_NAMES", "check_options", "make_backend"]
 
 BACKEND_NAMES = ("native", "transformers", "openai")
 
@@ -21,7 +21,9 @@ _OPENAI = {"base_url", "served_model", "api_key", "api_key_env", "tokenizer", "a
 _FLAGS = {"base_url": "--base-url", "served_model": "--served-model", "api_key_env": "--api-key-env",
           "concurrency": "--concurrency", "tokenizer": "--tokenizer", "trust_remote_code": "--trust-remote-code",
           "approximate_lengths": "--approximate-lengths", "api_mode": "--api-mode", "rope_scaling": "--rope-scaling",
-          "model": "--model"}
+          "model": "--model", "timeout": "--request-timeout", "max_retries": "--max-retries",
+          "chunk_size": "--chunk-size", "max_context": "--max-context", "attn": "--attn", "device": "--device",
+          "dtype": "--dtype", "prefix_sharing": "--no-prefix-sharing"}
 # CLI defaults: an option still at its default was not given.
 _DEFAULTS = {"device": "auto", "dtype": "auto", "attn": "auto", "api_mode": "auto", "prefix_sharing": True}
 
@@ -30,6 +32,36 @@ def _given(key: str, value: Any) -> bool:
     if value is None or value is False:
         return False
     return not (key in _DEFAULTS and _DEFAULTS[key] == value)
+
+
+def _normalize(name: str) -> str:
+    name = (name or "native").lower()
+    if name in ("hf", "huggingface"):
+        name = "transformers"
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+    return name
+
+
+def check_options(name: str, **opts: Any) -> str:
+    """Validates backend options without building anything (cheap; for CLIs, before loading models).
+
+    Returns:
+        The normalized backend name.
+
+    Raises:
+        ValueError: an unknown backend, an option the backend does not take, or ``openai``
+            without ``base_url``.
+    """
+    name = _normalize(name)
+    allowed = {"native": _NATIVE, "transformers": _HF, "openai": _OPENAI}[name]
+    stray = sorted(k for k, v in opts.items() if k not in allowed and _given(k, v))
+    if stray:
+        flags = ", ".join(_FLAGS.get(k, k) for k in stray)
+        raise ValueError(f"{flags} do{'es' if len(stray) == 1 else ''} not apply to --backend {name}")
+    if name == "openai" and not opts.get("base_url"):
+        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:23333/v1)")
+    return name
 
 
 def make_backend(name: str, **opts: Any):
@@ -44,16 +76,8 @@ def make_backend(name: str, **opts: Any):
         ValueError: an unknown backend, an option the backend does not take, or a missing
             ``base_url`` for ``openai``.
     """
-    name = (name or "native").lower()
-    if name in ("hf", "huggingface"):
-        name = "transformers"
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+    name = check_options(name, **opts)
     allowed = {"native": _NATIVE, "transformers": _HF, "openai": _OPENAI}[name]
-    stray = sorted(k for k, v in opts.items() if k not in allowed and _given(k, v))
-    if stray:
-        flags = ", ".join(_FLAGS.get(k, k) for k in stray)
-        raise ValueError(f"{flags} do{'es' if len(stray) == 1 else ''} not apply to --backend {name}")
     kw = {k: v for k, v in opts.items() if k in allowed and v is not None}
     if name == "native":
         from longctx.api import load_model
@@ -73,7 +97,4 @@ def make_backend(name: str, **opts: Any):
         return TransformersBackend(path, **kw)
     from longctx.backends.openai_backend import OpenAIBackend
 
-    base_url = kw.pop("base_url", None)
-    if not base_url:
-        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:23333/v1)")
-    return OpenAIBackend(base_url, **kw)
+    return OpenAIBackend(kw.pop("base_url"), **kw)

@@ -188,7 +188,11 @@ class OpenAIBackend(BaseBackend):
         self.client = client
 
         # -- the model ---------------------------------------------------------------------------
-        models = self._call("GET", self.base_url + "/models", retries=min(self.max_retries, 2)).get("data") or []
+        try:
+            models = self._call("GET", self.base_url + "/models", retries=min(self.max_retries, 2)).get("data") or []
+        except (HTTPStatusError, ConnectionError) as e:
+            hint = " (check the API key: --api-key-env)" if isinstance(e, HTTPStatusError) and e.status == 401 else ""
+            raise ValueError(f"cannot list the models of {self.base_url}: {e}{hint}") from None
         ids = [str(m.get("id")) for m in models if isinstance(m, dict)]
         if served_model is None:
             if len(ids) != 1:
@@ -476,6 +480,19 @@ class OpenAIBackend(BaseBackend):
                         res = GenResult(prompt_tokens=len(req.ids), stop_reason="error", error=error_text(e),
                                         prefill_s=time.perf_counter() - t0)
                     on_result(req, res)
+
+    def notes(self) -> list[str]:
+        """One-line warnings for the end of a run (approximate lengths, token-count mismatches, retries)."""
+        out = []
+        if self.approximate:
+            out.append("prompt lengths are APPROXIMATE (counted with another tokenizer than the served model's); "
+                       "pass --tokenizer PATH for exact lengths")
+        if self.length_mismatches:
+            out.append(f"{self.length_mismatches} request(s) were counted differently by the server "
+                       f"(usage.prompt_tokens != the intended length; --api-mode {self.api_mode})")
+        if self.retries:
+            out.append(f"{self.retries} HTTP retries (429 / 5xx / connection errors)")
+        return out
 
     def close(self) -> None:
         self.client.close()

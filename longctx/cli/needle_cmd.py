@@ -112,6 +112,17 @@ def register(app: typer.Typer) -> None:
         custom_file: Optional[Path] = typer.Option(None, "--custom-file", help="Custom task from JSON/YAML: needle, question, answers [, metric, answer_budget, answer_prefix]."),
         shard: Optional[str] = typer.Option(None, "--shard", help="Run shard i of n (0-based, e.g. 0/4) of the grid's cells."),
         prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Reuse the KV cache of shared prompt prefixes between cells."),
+        backend_name: str = typer.Option("native", "--backend", help="What answers: native (the engine) | transformers (local checkpoint) | openai (an OpenAI-compatible server). See docs/serving.md."),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:23333/v1"),
+        served_model: Optional[str] = typer.Option(None, "--served-model", help="openai backend: the model id to send (default: the server's only model)."),
+        api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai backend: environment variable holding the API key (default OPENAI_API_KEY, if set)."),
+        concurrency: Optional[int] = typer.Option(None, "--concurrency", help="openai backend: requests in flight (default 4)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="openai/transformers: the served model's tokenizer or checkpoint directory (exact lengths)."),
+        approximate_lengths: bool = typer.Option(False, "--approximate-lengths", help="openai backend: run without the served model's tokenizer; records are marked APPROXIMATE."),
+        api_mode: str = typer.Option("auto", "--api-mode", help="openai backend: auto | ids (token-id prompts) | text | chat."),
+        request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="openai backend: seconds per request (default 600)."),
+        max_retries: Optional[int] = typer.Option(None, "--max-retries", help="openai backend: retries on 429/5xx/connection errors (default 5)."),
+        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="transformers backend: allow the checkpoint's own modelling code (InternLM2 needs it)."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
         rope_scaling: Optional[str] = RopeOpt,
@@ -158,13 +169,29 @@ def register(app: typer.Typer) -> None:
             parse_rope_scaling(rope_scaling)
         if max_context is not None and max_context < 1:
             raise CliError(f"--max-context must be positive (got {max_context})")
+        from longctx.backends.factory import check_options, make_backend
+
+        backend_opts = dict(model=str(Path(model).resolve()) if model is not None else None, device=device, dtype=dtype,
+                            rope_scaling=rope_scaling, attn=attn, max_context=max_context, chunk_size=chunk_size,
+                            base_url=base_url, served_model=served_model, api_key_env=api_key_env,
+                            concurrency=concurrency, tokenizer=tokenizer, approximate_lengths=approximate_lengths,
+                            api_mode=api_mode, timeout=request_timeout, max_retries=max_retries,
+                            trust_remote_code=trust_remote_code)
+        backend_name = check_options(backend_name, **backend_opts)
 
         # -- model, haystack, prompt builder -----------------------------------------------------
-        m = load_from_cli(str(Path(model).resolve()) if model is not None else None, device, dtype, rope_scaling,
-                          attn, max_context, chunk_size)
-        if m.tokenizer is None:
-            raise CliError("the model has no tokenizer")
-        from longctx.backends.native import NativeBackend
+        if backend_name == "native":
+            m = load_from_cli(str(Path(model).resolve()) if model is not None else None, device, dtype, rope_scaling,
+                              attn, max_context, chunk_size)
+            if m.tokenizer is None:
+                raise CliError("the model has no tokenizer")
+            from longctx.backends.native import NativeBackend
+
+            backend = NativeBackend(m, prefix_sharing=prefix_sharing)
+        else:  # transformers / openai: the backend brings the tokenizer and the context limit
+            m = None
+            backend = make_backend(backend_name, **{k: v for k, v in backend_opts.items() if v is not None})
+        tok, ctx = backend.tokenizer, backend.max_context
         from longctx.niah.haystack import get_haystack
         from longctx.niah.prompt import AUTO, DEFAULT_SYSTEM, PromptBuilder
         from longctx.niah.runner import ContextLimitError, LogProgress, RichProgress, run_sweep
@@ -174,9 +201,9 @@ def register(app: typer.Typer) -> None:
             length_list = parse_lengths(DEFAULT_LENGTHS)
         else:
             if max_l is None and (lengths is None or lengths.strip().isdigit()):
-                max_l = m.max_context - budget
+                max_l = ctx - budget
                 if max_l < 1:
-                    raise CliError(f"the model's context of {m.max_context} tokens leaves no room for the "
+                    raise CliError(f"the model's context of {ctx} tokens leaves no room for the "
                                    f"answer budget of {budget} tokens")
             length_list = parse_lengths(lengths if lengths is not None else str(DEFAULT_LENGTH_COUNT), min_l, max_l,
                                         scale=length_spacing)
@@ -185,27 +212,29 @@ def register(app: typer.Typer) -> None:
             grid = shard_cells(grid, *shard_spec)
             if not grid:
                 raise CliError(f"shard {shard} of {len(length_list) * len(depth_list) * trials} cells is empty")
-        bad = [L for L in length_list if L + budget > m.max_context]
+        bad = [L for L in length_list if L + budget > ctx]
         if bad:
-            e = ContextLimitError(bad[0], budget, m.max_context, len(bad))
-            raise CliError(str(e) + _context_hint(m, bad[0] + budget))
+            e = ContextLimitError(bad[0], budget, ctx, len(bad))
+            raise CliError(str(e) + (_context_hint(m, bad[0] + budget) if m is not None else ""))
 
-        hs = get_haystack(haystack, m.tokenizer)
+        hs = get_haystack(haystack, tok)
         builder = PromptBuilder(
-            m.tokenizer, hs, task_obj, chat=not no_chat,
+            tok, hs, task_obj, chat=not no_chat,
             system=DEFAULT_SYSTEM if system is None else (system or None),
             answer_prefix=AUTO if answer_prefix is None else answer_prefix,
-            max_context=m.max_context, seed=seed)
+            max_context=ctx, seed=seed)
 
         def warn(msg: str) -> None:
             typer.echo(f"warning: {msg}", err=True)
 
-        backend = NativeBackend(m, prefix_sharing=prefix_sharing)
         info = {"lengths": length_list, "depths": depth_list, "trials": trials,
                 "shard": shard, "haystack": haystack, "argv": sys.argv[1:], "host": os.uname().nodename
                 if hasattr(os, "uname") else None}
         progress = RichProgress() if sys.stderr.isatty() else LogProgress()
-        typer.echo(f"needle: {m.name} ({m.path}), task {task_obj.id}, haystack {haystack}, "
+        binfo = backend.model_info()
+        who = f"{m.name} ({m.path})" if m is not None else \
+            f"{binfo.get('model_name')} ({backend_name}{' at ' + binfo['base_url'] if binfo.get('base_url') else ''})"
+        typer.echo(f"needle: {who}, task {task_obj.id}, haystack {haystack}, "
                    f"{len(length_list)} lengths x {len(depth_list)} depths x {trials} trial(s)"
                    + (f", shard {shard}: {len(grid)} cells" if shard_spec else f" = {len(grid)} cells")
                    + f", results {out}", err=True)
@@ -213,7 +242,9 @@ def register(app: typer.Typer) -> None:
             summary = run_sweep(backend, builder, grid, out, progress=progress, dump_prompts=dump_prompts,
                                 force=force, info=info, warn=warn)
         except ContextLimitError as e:  # pragma: no cover - checked above already
-            raise CliError(str(e) + _context_hint(m, e.length + e.budget)) from None
+            raise CliError(str(e) + (_context_hint(m, e.length + e.budget) if m is not None else "")) from None
+        for note in (backend.notes() if hasattr(backend, "notes") else []):
+            warn(note)
         summary.wall_s = time.perf_counter() - t_start
         _print_summary(summary)
         typer.echo(f"wall time: {summary.wall_s:.1f}s (model load and cell building included)")
