@@ -154,7 +154,10 @@ class OpenAIBackend(BaseBackend):
                  concurrency: int = 4, timeout: float = 600.0, max_retries: int = 5, backoff: float = 1.0,
                  api_mode: str = "auto", max_context: int | None = None, verify_tokenizer: bool = True,
                  client: Any = None) -> None:
-        import httpx
+        try:
+            import httpx
+        except ImportError:
+            raise ValueError("the openai backend needs httpx: pip install 'longctx[serve]'") from None
 
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"--base-url must be an http(s) URL such as http://127.0.0.1:23333/v1, got {base_url!r}")
