@@ -112,9 +112,14 @@ def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -
     every prefix key) and the chunk against itself (plain causal), merged by log-sum-exp.
     No ``[Tq, Tk]`` mask is built and the causal kernel skips the masked half of the diagonal block.
     """
-    tq, tk = qh.shape[2], kh.shape[2]
+    b, h, tq, d = qh.shape
+    hkv, tk = kh.shape[1], kh.shape[2]
     p = tk - tq
-    o1, lse1 = _cpu_flash_lse(qh, kh[:, :, :p], vh[:, :, :p], False)  # chunk x prefix
+    # Chunk x prefix has no mask, so the G query heads of a KV head can go in as one longer query
+    # ([B, Hkv, G*Tq, D]): the kernel reads each K/V block once per group (row results are unchanged).
+    qg = qh.reshape(b, hkv, (h // hkv) * tq, d)
+    o1, lse1 = _cpu_flash_lse(qg, kh[:, :, :p], vh[:, :, :p], False)  # chunk x prefix
+    o1, lse1 = o1.reshape(b, h, tq, d), lse1.reshape(b, h, tq)
     o2, lse2 = _cpu_flash_lse(qh, kh[:, :, p:], vh[:, :, p:], True)  # chunk x itself
     return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
 

@@ -20,22 +20,24 @@ from longctx.rope import rope_cos_sin
 
 
 def rope_packed(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates the query and key slots of packed heads in one pass (NeoX / rotate_half form).
+    """Rotates query or key slots of the packed qkv (NeoX / rotate_half form).
 
     Computes exactly what :func:`longctx.rope.apply_rope` computes -- ``x * cos + rotate_half(x) * sin``
     with ``cos = cat(c, c)``, ``sin = cat(s, s)`` -- as ``[x1 c - x2 s, x2 c + x1 s]`` on the two
     halves, without building ``rotate_half(x)`` (the same roundings, so the same bits).
 
     Args:
-        x: ``[B, T, Hkv, S, D]`` (S = the G query slots + the key slot of each KV head).
+        x: ``[B, T, ..., D]`` (e.g. the ``[B, T, Hkv, G, D]`` query slots or the ``[B, T, Hkv, D]``
+            key slot of the packed qkv; any strides).
         cos, sin: ``[T, D]`` tables from :func:`~longctx.rope.rope_cos_sin` (dtype of ``x``).
 
     Returns:
-        A new contiguous ``[B, T, Hkv, S, D]`` tensor.
+        A new contiguous tensor shaped like ``x``.
     """
     half = x.shape[-1] // 2
-    c = cos[:, None, None, :half]  # [T, 1, 1, D/2]
-    s = sin[:, None, None, :half]
+    bshape = (x.shape[1],) + (1,) * (x.dim() - 3) + (half,)  # [T, 1, .., D/2]
+    c = cos[:, :half].reshape(bshape)
+    s = sin[:, :half].reshape(bshape)
     x1, x2 = x[..., :half], x[..., half:]
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     lo, hi = out[..., :half], out[..., half:]
@@ -73,18 +75,26 @@ class Attention(nn.Module):
         self.wo = nn.Linear(h * d, cfg.hidden_size, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
-                start: int, attn_fn) -> torch.Tensor:
+                start: int, attn_fn, last_only: bool = False) -> torch.Tensor:
+        """Appends this chunk's keys/values to the cache and returns the attention output.
+
+        With ``last_only`` the keys/values of every position are still cached but only the last
+        position's query is attended (``[B, 1, hidden]`` is returned).
+        """
         b, t, _ = x.shape
         cfg = self.cfg
         g, d = cfg.num_groups, cfg.head_dim
         qkv = self.wqkv(x).view(b, t, cfg.num_kv_heads, g + 2, d)  # [B, T, Hkv, G+2, D]
-        qk = rope_packed(qkv[:, :, :, :g + 1, :], cos, sin)  # [B, T, Hkv, G+1, D]: queries and key rotated together
-        q = qk[:, :, :, :g, :].reshape(b, t, cfg.num_heads, d)  # [B, T, H, D]
-        k = qk[:, :, :, g, :]  # [B, T, Hkv, D]
+        # RoPE straight from the packed slots into contiguous outputs (no transposes, no extra copies)
+        k = rope_packed(qkv[:, :, :, g, :], cos, sin)  # [B, T, Hkv, D]
         v = qkv[:, :, :, g + 1, :]  # [B, T, Hkv, D]
+        if last_only:
+            qkv, cos, sin = qkv[:, -1:], cos[-1:], sin[-1:]
+        tq = qkv.shape[1]
+        q = rope_packed(qkv[:, :, :, :g, :], cos, sin).view(b, tq, cfg.num_heads, d)  # [B, Tq, H, D]
         k_all, v_all = cache.update(layer, start, k, v)  # [1, start+T, Hkv, D]
-        out = attn_fn(q, k_all, v_all)  # [B, T, H, D]
-        return self.wo(out.reshape(b, t, cfg.num_heads * d))  # [B, T, hidden]
+        out = attn_fn(q, k_all, v_all)  # [B, Tq, H, D]
+        return self.wo(out.reshape(b, tq, cfg.num_heads * d))  # [B, Tq, hidden]
 
 
 class FeedForward(nn.Module):
@@ -112,12 +122,17 @@ class DecoderLayer(nn.Module):
         self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x, cos, sin, cache, layer, start, attn_fn):
+    def forward(self, x, cos, sin, cache, layer, start, attn_fn, last_only: bool = False):
+        """``last_only``: cache every position's keys/values but return only the last position
+        (``[B, 1, hidden]``) -- the last layer of a prefill needs nothing else."""
+        a = self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn, last_only)
+        if last_only:
+            x = x[:, -1:]
         if torch.is_grad_enabled():
-            x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn)
+            x = x + a
             return x + self.feed_forward(self.ffn_norm(x))
         # Inference: the residual adds go into the fresh branch outputs (a + b == b + a bit for bit).
-        x = self.attention(self.attention_norm(x), cos, sin, cache, layer, start, attn_fn).add_(x)
+        x = a.add_(x)
         return self.feed_forward(self.ffn_norm(x)).add_(x)
 
 
@@ -179,8 +194,10 @@ class Transformer(nn.Module):
         positions = torch.arange(start, start + t, device=ids.device)  # [T]
         h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, rope_base, dtype=h.dtype)  # [T, D] each
+        last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
-            h = layer(h, cos, sin, cache, i, start, self._attn_fn)
+            # The last layer's output feeds only the logits: with last_only, skip its other rows.
+            h = layer(h, cos, sin, cache, i, start, self._attn_fn, last_only and i == last)
         cache.advance(t)
         h = h[0, -1] if last_only else h[0]  # [hidden] or [T, hidden]
         return self.output(self.model.norm(h))
