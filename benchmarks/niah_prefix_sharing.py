@@ -33,6 +33,13 @@ def main() -> None:
     ap.add_argument("--build-length", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--naive-first", action="store_true")
+    ap.add_argument("--shape", default=None,
+                    help="random weights of a preset shape (internlm2-chat-7b, ...) instead of the default model: "
+                         "timings only, the answers are noise")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer directory for --shape (default: the default model's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--rope-scaling", default=None, help="e.g. dynamic:8 (with --shape: the preset's otherwise)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
 
@@ -49,7 +56,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    m = longctx.load_model()
+    if args.shape:
+        from longctx.api import random_model
+        from longctx.config import get_preset
+        from longctx.tokenizer import load_tokenizer
+
+        cfg = get_preset(args.shape)
+        if args.rope_scaling:
+            cfg = cfg.with_rope_scaling(args.rope_scaling)
+        m = random_model(cfg, device=args.device, dtype=args.dtype)
+        if args.tokenizer:
+            m.tokenizer = load_tokenizer(args.tokenizer)
+        else:
+            from longctx.loading import default_model_dir
+
+            m.tokenizer = load_tokenizer(default_model_dir())
+    else:
+        kw = {"rope_scaling": args.rope_scaling} if args.rope_scaling else {}
+        m = longctx.load_model(device=args.device, dtype=args.dtype, **kw)
     load_s = time.perf_counter() - t0
     hs = get_haystack(args.haystack, m.tokenizer)
     task = make_task(args.task, answer_budget=args.answer_budget)
@@ -64,6 +88,8 @@ def main() -> None:
 
     def sweep(sharing: bool) -> dict:
         backend = NativeBackend(m, prefix_sharing=sharing)
+        if m.device.type == "cuda":
+            torch.cuda.synchronize()
         reqs = [GenRequest(c.ids, c.answer_budget, i) for i, c in enumerate(cells)]
         out: dict[int, object] = {}
         t = time.perf_counter()
@@ -77,6 +103,8 @@ def main() -> None:
                 "prefilled_tokens": sum(r.prefilled_tokens for r in res), "answers": [r.text for r in res],
                 "new_tokens": sum(r.new_tokens for r in res)}
 
+    warm = cells[0].ids[:256]
+    m.prefill(torch.from_numpy(warm.astype("int64")), m.new_cache(len(warm)), m.rope_base_for(len(warm)))  # warm-up
     order = [False, True] if args.naive_first else [True, False]
     runs = {}
     for sharing in order:
@@ -101,7 +129,9 @@ def main() -> None:
           f"(min {build['min_ms']:.2f}, max {build['max_ms']:.2f}; 20 builds after the one-time tokenization)")
 
     if args.json:
-        info = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        dev = torch.cuda.get_device_name() if m.device.type == "cuda" else f"{platform.machine()} {os.cpu_count()} cpus"
+        info = {"date": time.strftime("%Y-%m-%d"), "machine": dev, "model": args.shape or m.name,
+                "dtype": str(m.dtype), "device": str(m.device),
                 "torch_threads": torch.get_num_threads(), "lengths": lengths, "depths": depths,
                 "cells": len(cells), "task": task.id, "answer_budget": task.answer_budget,
                 "shared": {k: v for k, v in sh.items() if k != "answers"},
