@@ -79,6 +79,10 @@ class LongCtxModel:
         self.device = device
         self.dtype = dtype
         self.chunk_size = int(chunk_size or default_chunk_size(device))
+        # With no chunk size given, a CUDA prefill that fits in free memory runs in one shot: the
+        # plain causal flash kernel (Tq == Tk) ran at 527 TFLOP/s on an H200 where lower-right
+        # chunks ran at ~360 (docs/benchmarks.md); otherwise it is chunked to bound memory.
+        self.one_shot_when_fits = chunk_size is None and device.type == "cuda"
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk size must be positive, got {self.chunk_size}")
         self.max_context = int(max_context or self.config.context_limit)
@@ -125,6 +129,27 @@ class LongCtxModel:
     def _ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(ids), dtype=torch.long, device=self.device)  # [T]
 
+    def prefill_chunk(self, n_tokens: int, free_bytes: int | None = None) -> int:
+        """The chunk a prefill of ``n_tokens`` uses when the caller gives none.
+
+        ``self.chunk_size``, except on CUDA with no chunk size configured: there the whole prefill
+        runs as one chunk when its estimated working memory (:func:`longctx.memory.estimate_memory`)
+        takes at most 85% of the free device memory (measured after the KV cache is allocated).
+
+        Args:
+            n_tokens: tokens to prefill.
+            free_bytes: free device memory (default: ``torch.cuda.mem_get_info``).
+        """
+        if not self.one_shot_when_fits or n_tokens <= self.chunk_size:
+            return self.chunk_size
+        from longctx.memory import estimate_memory
+
+        if free_bytes is None:
+            free_bytes = torch.cuda.mem_get_info(self.device)[0]
+        dtype_bytes = torch.finfo(self.dtype).bits // 8
+        working = estimate_memory(self.config, n_tokens, dtype_bytes=dtype_bytes, chunk=n_tokens)["working"]
+        return n_tokens if working <= 0.85 * free_bytes else self.chunk_size
+
     # -- forward passes ----------------------------------------------------------------------
     @torch.inference_mode()
     def logits(self, input_ids: Sequence[int] | torch.Tensor, rope_base: float | None = None) -> torch.Tensor:
@@ -166,7 +191,7 @@ class LongCtxModel:
         n = t.shape[0]
         if n == 0:
             raise ValueError("prefill needs at least one token")
-        step = int(chunk_size or self.chunk_size)
+        step = int(chunk_size or self.prefill_chunk(n))
         out = None
         for s in range(0, n, step):
             out = self.net(t[s:s + step], cache, rope_base, last_only=True)  # [vocab]

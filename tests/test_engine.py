@@ -169,3 +169,19 @@ def test_context_limit_enforced(tmp_path):
     m = load_model(path, device="cpu", max_context=40)
     with pytest.raises(ContextLengthError, match="exceeds the allowed context of 40"):
         m.generate(list(range(1, 36)), max_new_tokens=10)
+
+
+def test_prefill_chunk_policy():
+    """CUDA with no chunk size: one shot when the working memory fits the free memory, else chunked."""
+    from longctx.api import random_model
+
+    m = random_model("tiny", device="cpu", dtype="float32")
+    assert m.prefill_chunk(10_000) == m.chunk_size == 2048  # CPU: always the configured chunk
+    m.one_shot_when_fits = True  # what a CUDA model without --chunk-size gets
+    from longctx.memory import estimate_memory
+
+    need = estimate_memory(m.config, 10_000, dtype_bytes=4, chunk=10_000)["working"]
+    assert m.prefill_chunk(10_000, free_bytes=int(need / 0.85) + 1) == 10_000
+    assert m.prefill_chunk(10_000, free_bytes=need) == 2048
+    assert m.prefill_chunk(100, free_bytes=0) == 2048
+    assert random_model("tiny", device="cpu", chunk_size=64).one_shot_when_fits is False
