@@ -15,7 +15,7 @@ DtypeOpt = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | flo
 RopeOpt = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR (e.g. dynamic:2.0), or none; default: the checkpoint's.")
 AttnOpt = typer.Option("auto", "--attn", help="Attention backend: auto | sdpa | eager | flash")
 MaxCtxOpt = typer.Option(None, "--max-context", help="Longest request (prompt + new tokens) to allow.")
-ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 CPU, 8192 CUDA).")
+ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 on CPU; on CUDA one shot when it fits free memory, else 8192).")
 
 
 class CliError(Exception):
