@@ -94,15 +94,12 @@ def merge_attention(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2
         lse1, lse2: float32 ``[B, H, Tq]`` log-sum-exp of the scaled scores over each key set.
 
     Returns:
-        ``[B, H, Tq, D]`` in ``o1``'s dtype: ``o1 * exp(lse1 - lse) + o2 * exp(lse2 - lse)`` with
-        ``lse = logaddexp(lse1, lse2)`` (exactly softmax over the union), computed in float32.
+        ``[B, H, Tq, D]`` in ``o1``'s dtype: ``w o1 + (1 - w) o2`` with ``w = exp(lse1) / (exp(lse1) +
+        exp(lse2)) = sigmoid(lse1 - lse2)`` -- exactly softmax over the union of the key sets --
+        computed in float32 (``lse1 = -inf``, an empty first set, gives ``o2``).
     """
-    lse = torch.logaddexp(lse1, lse2)  # [B, H, Tq]
-    w1 = torch.exp(lse1 - lse).unsqueeze(-1)  # [B, H, Tq, 1]
-    w2 = torch.exp(lse2 - lse).unsqueeze(-1)
-    out = o1.float() * w1
-    out.addcmul_(o2.float(), w2)
-    return out.to(o1.dtype)
+    w = torch.sigmoid(lse1.float() - lse2.float()).unsqueeze(-1)  # [B, H, Tq, 1]
+    return torch.lerp(o2.float(), o1.float(), w).to(o1.dtype)
 
 
 def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:

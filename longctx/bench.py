@@ -90,6 +90,11 @@ class BenchOptions:
         attn: engine attention backend (``auto`` | ``sdpa`` | ``flash`` | ``eager``).
         rope_scaling: e.g. ``dynamic:2`` (engine only; see the module docstring).
         repeats: timed prefills per point (median reported).
+        rounds: with ``isolate``, the whole (length x implementation) sequence is run this many times,
+            alternating implementations, and each point reports the median over rounds (every
+            round is a fresh subprocess): robust against a machine whose load drifts.
+        threads: torch intra-op threads for every point (default: torch's default). One thread gives
+            comparisons that hold on a shared, loaded machine.
         time_budget: seconds; points whose predicted end passes it are skipped.
         isolate: one fresh subprocess per point (default: on CPU only, where peak RSS is process-wide).
         warmup: warm-up prompt length (default: 256 on CPU; chunk + 512 on CUDA so both kernel paths warm).
@@ -111,6 +116,8 @@ class BenchOptions:
     attn: str = "auto"
     rope_scaling: str | None = None
     repeats: int = 1
+    rounds: int = 1
+    threads: int | None = None
     time_budget: float | None = None
     isolate: bool | None = None
     warmup: int | None = None
@@ -135,6 +142,10 @@ class BenchOptions:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose from bf16, fp16, fp32, auto")
         if self.repeats < 1:
             raise ConfigError("--repeats must be at least 1")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("--threads must be at least 1")
         if self.chunk is not None and self.chunk < 1:
             raise ConfigError("--chunk must be positive")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -392,7 +403,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
     return {
         "source": source, "path": path, "preset": opts.preset, "device": str(device),
         "dtype": str(dtype).replace("torch.", ""), "attn": opts.attn, "rope_scaling": opts.rope_scaling,
-        "chunk": int(chunk), "seed": int(opts.seed), "cfg": cfg.to_dict(),
+        "chunk": int(chunk), "seed": int(opts.seed), "cfg": cfg.to_dict(), "threads": opts.threads,
         "max_context": max(max(opts.lengths), cfg.context_limit),
     }
 
@@ -604,6 +615,8 @@ def _child_main(args: dict) -> dict:
     """Subprocess body: builds the model, measures one point, returns the record."""
     impl, spec, length = args["impl"], args["spec"], args["length"]
     try:
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
         if impl == "transformers":
             import transformers  # noqa: F401  (imported before the runtime RSS is read)
         runtime = _rss_bytes("VmRSS")
@@ -694,6 +707,8 @@ def run_prefill_bench(opts: BenchOptions, log: LogFn | None = None,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     opts.validate()
     t_start = time.perf_counter()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     spec = resolve_spec(opts)
     device = torch.device(spec["device"])
     dtype = _torch_dtype(spec["dtype"])
@@ -736,8 +751,18 @@ def run_prefill_bench(opts: BenchOptions, log: LogFn | None = None,
     def elapsed() -> float:
         return time.perf_counter() - t_start
 
-    def emit(rec: dict) -> None:
-        report["results"].append(rec)
+    rounds_seen: dict[tuple[str, int], list[dict]] = {}
+
+    def emit(rec: dict, merge: bool = False) -> None:
+        if merge:  # one more round of a point: the point's record becomes the merge of its rounds
+            key = (rec["impl"], rec["length"])
+            rounds_seen.setdefault(key, []).append(rec)
+            report.setdefault("rounds_raw", []).append(rec)
+            merged = {k: merge_rounds(v, peak_tflops) for k, v in rounds_seen.items()}
+            order = {impl: i for i, impl in enumerate(IMPLS)}
+            report["results"] = [merged[k] for k in sorted(merged, key=lambda k: (order.get(k[0], 9), k[1]))]
+        else:
+            report["results"].append(rec)
         report["comparison"] = compare(report["results"])
         ok = [r["length"] for r in report["results"] if r["impl"] == "transformers" and r["status"] == "ok"]
         report["baseline_max_length"] = max(ok) if ok else None
@@ -796,10 +821,13 @@ def run_prefill_bench(opts: BenchOptions, log: LogFn | None = None,
         return rec
 
     if isolate:
-        # Interleave implementations per length: both see the same machine load.
-        for length in lengths:
-            for impl in impls:
-                emit(run_point(impl, length))
+        # Interleave implementations per length (and rounds): both see the same machine load.
+        for rnd in range(opts.rounds):
+            for length in lengths:
+                for impl in impls:
+                    rec = run_point(impl, length)
+                    rec["round"] = rnd
+                    emit(rec, merge=True)
     else:
         for impl in impls:
             model = None
@@ -828,6 +856,28 @@ def run_prefill_bench(opts: BenchOptions, log: LogFn | None = None,
         report["baseline"] = "transformers LlamaForCausalLM (sdpa, use_cache=True, logits_to_keep=1)"
     report["elapsed_s"] = elapsed()
     return report
+
+
+def merge_rounds(recs: list[dict], peak_tflops: float | None) -> dict:
+    """One point's record from its rounds: median seconds, the largest peak memory."""
+    ok = [r for r in recs if r["status"] == "ok" and r.get("seconds")]
+    if not ok:
+        return dict(recs[-1], rounds=len(recs))
+    secs = sorted(r["seconds"] for r in ok)
+    med = statistics.median(secs)
+    base = min(ok, key=lambda r: abs(r["seconds"] - med))
+    out = dict(base)
+    worst = max(ok, key=lambda r: r.get("peak_mem_bytes") or 0)
+    for k in ("peak_mem_bytes", "rest_bytes", "runtime_bytes", "net_peak_bytes"):
+        out[k] = worst.get(k)
+    out.update(seconds=med, seconds_all=[s for r in ok for s in (r.get("seconds_all") or [r["seconds"]])],
+               seconds_rounds=[r["seconds"] for r in ok], tokens_per_s=out["length"] / med,
+               tflops=out["flops"] / med / 1e12, rounds=len(recs))
+    out.pop("round", None)
+    out["pct_peak"] = 100.0 * out["tflops"] / peak_tflops if peak_tflops else None
+    if len(ok) < len(recs):
+        out["status_rounds"] = [r["status"] for r in recs]
+    return out
 
 
 def compare(results: list[dict]) -> list[dict]:

@@ -106,9 +106,11 @@ def test_tiny_random_in_process(tmp_path):
 
 def test_tiny_random_isolated_and_budget():
     rep = bench.run_prefill_bench(bench.BenchOptions(lengths=[96], preset="tiny", random_weights=True,
-                                                     baseline="none", isolate=True), log=lambda s: None)
+                                                     baseline="none", isolate=True, rounds=2), log=lambda s: None)
     (p,) = rep["results"]
     assert p["status"] == "ok", p
+    assert p["rounds"] == 2 and len(p["seconds_rounds"]) == 2 and len(rep["rounds_raw"]) == 2
+    assert min(p["seconds_rounds"]) <= p["seconds"] <= max(p["seconds_rounds"])
     assert p["runtime_bytes"] > 0 and p["net_peak_bytes"] == p["peak_mem_bytes"] - p["runtime_bytes"]
     assert p["mem_method"] in ("VmHWM", "ru_maxrss")
     rep = bench.run_prefill_bench(bench.BenchOptions(lengths=[64, 128], preset="tiny", random_weights=True,

@@ -23,6 +23,8 @@ def prefill(
     attn: str = typer.Option("auto", "--attn", help="Engine attention backend: auto | sdpa | flash | eager"),
     rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR for the engine (e.g. dynamic:2); the baseline keeps default RoPE."),
     repeats: int = typer.Option(1, "--repeats", help="Timed prefills per point (median reported)."),
+    rounds: int = typer.Option(1, "--rounds", help="With isolation: run every (length, implementation) point this many times, alternating, and report medians."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per point (default: torch's; 1 gives stable comparisons on a loaded machine)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the full report as JSON (updated after every point)."),
     markdown_out: Optional[str] = typer.Option(None, "--markdown", help="Write the tables as Markdown."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Seconds; lengths predicted to end later are skipped."),
@@ -38,7 +40,7 @@ def prefill(
         raise CliError(str(e)) from None
     opts = bench.BenchOptions(lengths=lens, model=model, preset=preset, random_weights=random_weights, chunk=chunk,
                               baseline=baseline, dtype=dtype, device=device, attn=attn, rope_scaling=rope_scaling,
-                              repeats=repeats, time_budget=time_budget, isolate=isolate, seed=seed)
+                              repeats=repeats, rounds=rounds, threads=threads, time_budget=time_budget, isolate=isolate, seed=seed)
     opts.validate()
 
     def save(report: dict) -> None:
