@@ -13,16 +13,18 @@ causal mask; with Tq == 1 (decode) nothing is masked; for a chunk of a chunked p
 every query see the whole cached prefix. GQA: query head h reads KV head ``h // (H // Hkv)``.
 
 ``eager`` is the float32 reference the others are tested against. ``sdpa`` uses
-``torch.nn.functional.scaled_dot_product_attention`` (on CUDA its flash / memory-efficient
-kernels); on CPU a chunk that follows a cached prefix is split into two mask-free kernel calls
+``torch.nn.functional.scaled_dot_product_attention`` (on CUDA its cuDNN / flash / memory-efficient
+kernels); a chunk that follows a cached prefix is split into two mask-free kernel calls
 (chunk x prefix, unmasked; chunk x itself, causal) merged with their log-sum-exp, so no mask is
-ever built. ``flash`` uses the ``flash_attn`` package (its causal mask is bottom-right aligned),
-CUDA only.
+ever built -- on CPU always, on CUDA (Hopper and newer, half precision) with cuDNN attention for
+the prefix part (see :func:`cuda_chunk_mode`). ``flash`` uses the ``flash_attn`` package (its
+causal mask is bottom-right aligned), CUDA only.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from typing import Callable
 
 import torch
@@ -94,12 +96,14 @@ def merge_attention(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2
         lse1, lse2: float32 ``[B, H, Tq]`` log-sum-exp of the scaled scores over each key set.
 
     Returns:
-        ``[B, H, Tq, D]`` in ``o1``'s dtype: ``w o1 + (1 - w) o2`` with ``w = exp(lse1) / (exp(lse1) +
+        ``[B, H, Tq, D]`` in ``o1``'s dtype: ``o2 + w (o1 - o2)`` with ``w = exp(lse1) / (exp(lse1) +
         exp(lse2)) = sigmoid(lse1 - lse2)`` -- exactly softmax over the union of the key sets --
-        computed in float32 (``lse1 = -inf``, an empty first set, gives ``o2``).
+        computed in float32 in one buffer (``lse1 = -inf``, an empty first set, gives ``o2``).
+        ``o1`` may be overwritten.
     """
     w = torch.sigmoid(lse1.float() - lse2.float()).unsqueeze(-1)  # [B, H, Tq, 1]
-    return torch.lerp(o2.float(), o1.float(), w).to(o1.dtype)
+    out = o1.float()  # o1 itself when already float32 (a fresh kernel output)
+    return out.sub_(o2).mul_(w).add_(o2).to(o1.dtype)
 
 
 def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
@@ -121,14 +125,128 @@ def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -
     return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
 
 
+# ---------------------------------------------------------------------------------------------
+# CUDA chunk after a prefix: cuDNN (prefix, unmasked) + flash (diagonal, causal), merged by LSE
+# ---------------------------------------------------------------------------------------------
+#
+# On an H200 (torch 2.11, cuDNN 9.x) the lower-right causal flash kernel that
+# ``causal_lower_right`` dispatches to ran a chunk of 8192 queries against 200K keys at ~350
+# TFLOP/s while the cuDNN kernel SDPA picks for plain causal / unmasked calls ran at ~500+: the
+# split keeps every call in the fast kernels. It is used when the device is sm90+ and the dtype is
+# half precision, after a one-time self-check against the ``causal_lower_right`` path on a small
+# problem (any error or mismatch disables it for the process, with a warning).
+# ``LONGCTX_CUDA_CHUNK_ATTN`` = ``auto`` (default) | ``split`` (skip the capability gate) |
+# ``lower_right`` (never split).
+
+_SPLIT_OK: dict[tuple, bool] = {}
+
+
+def cuda_chunk_mode() -> str:
+    """``auto`` | ``split`` | ``lower_right`` from ``LONGCTX_CUDA_CHUNK_ATTN``."""
+    mode = os.environ.get("LONGCTX_CUDA_CHUNK_ATTN", "auto").strip().lower() or "auto"
+    return mode if mode in ("auto", "split", "lower_right") else "auto"
+
+
+def _cudnn_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked cuDNN attention on [B, H, T*, D] (same head counts): ``(out, lse float32 [B, H, Tq])``."""
+    res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False)
+    out, lse = res[0], res[1]
+    return out, lse.reshape(q.shape[0], q.shape[1], q.shape[2]).float()
+
+
+def _flash_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's flash kernel on [B, H*, T*, D] (native GQA): ``(out, lse float32 [B, H, Tq])``."""
+    res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False)
+    out, lse = res[0], res[1]
+    return out, lse[..., : q.shape[2]].float()
+
+
+def _cuda_split_chunk(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """Lower-right causal chunk attention on CUDA as (chunk x prefix) + (chunk x itself).
+
+    The prefix part folds the G query heads of each KV head into one longer query
+    (``[B, Hkv, G*Tq, D]``, a plain multi-head shape) and runs cuDNN attention unmasked; the
+    diagonal block runs torch's flash kernel with ``is_causal`` (Tq == Tk, native GQA). Both
+    return their log-sum-exp, merged by :func:`merge_attention`. No K/V is expanded and no mask
+    is built.
+    """
+    b, h, tq, d = qh.shape
+    hkv, tk = kh.shape[1], kh.shape[2]
+    p = tk - tq
+    qg = qh.reshape(b, hkv, (h // hkv) * tq, d)  # [B, Hkv, G*Tq, D] (a copy of the chunk's queries)
+    o1, lse1 = _cudnn_lse(qg, kh[:, :, :p], vh[:, :, :p])
+    o1, lse1 = o1.reshape(b, h, tq, d), lse1.reshape(b, h, tq)
+    o2, lse2 = _flash_lse(qh, kh[:, :, p:], vh[:, :, p:], True)
+    return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
+
+
+def _cuda_lower_right(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """``causal_lower_right`` through SDPA (flash / memory-efficient), expanding KV heads only if needed."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    tq, tk = qh.shape[2], kh.shape[2]
+    bias = causal_lower_right(tq, tk)
+    if qh.shape[1] != kh.shape[1]:
+        try:  # flash (lower-right) with native GQA on newer torch
+            return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, enable_gqa=True)
+        except (TypeError, RuntimeError, NotImplementedError):
+            g = qh.shape[1] // kh.shape[1]
+            kh = kh.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
+            vh = vh.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
+    return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
+
+
+def _split_usable(qh: torch.Tensor, kh: torch.Tensor) -> bool:
+    """Whether the cuDNN split runs here: mode, capability and dtype gates, then a cached self-check."""
+    mode = cuda_chunk_mode()
+    if mode == "lower_right" or qh.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    d = qh.shape[-1]
+    if d % 8 or d > 128 or qh.shape[1] % kh.shape[1]:
+        return False
+    dev = qh.device
+    if mode == "auto" and torch.cuda.get_device_capability(dev)[0] < 9:
+        return False
+    key = (dev.index, qh.dtype, qh.shape[1], kh.shape[1], d)
+    ok = _SPLIT_OK.get(key)
+    if ok is None:
+        ok = _split_self_check(qh.shape[1], kh.shape[1], d, qh.dtype, dev)
+        _SPLIT_OK[key] = ok
+    return ok
+
+
+def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.device) -> bool:
+    """Runs the split and the lower-right path on a small random chunk; True when they agree."""
+    import warnings
+
+    try:
+        g = torch.Generator(device=dev).manual_seed(0)
+        tq, tk = 192, 704
+        q = torch.randn(1, h, tq, d, device=dev, dtype=dtype, generator=g)
+        k = torch.randn(1, hkv, tk, d, device=dev, dtype=dtype, generator=g)
+        v = torch.randn(1, hkv, tk, d, device=dev, dtype=dtype, generator=g)
+        got = _cuda_split_chunk(q, k, v).float()
+        want = _cuda_lower_right(q, k, v).float()
+        err = float((got - want).norm() / want.norm())
+        if err <= 1e-2:
+            return True
+        warnings.warn(f"longctx: cuDNN split chunk attention disagrees with causal_lower_right (rel err {err:.2e}); "
+                      "using causal_lower_right")
+    except Exception as e:  # noqa: BLE001 - any failure means: do not use the split
+        warnings.warn(f"longctx: cuDNN split chunk attention unavailable ({e.__class__.__name__}: "
+                      f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); using causal_lower_right")
+    return False
+
+
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """torch SDPA with a lower-right causal mask.
 
-    On CUDA a chunk uses ``torch.nn.attention.bias.causal_lower_right`` so the flash /
-    memory-efficient kernels run without a materialized mask; on CPU the chunk is split into
-    chunk x prefix (unmasked) and chunk x chunk (causal), merged by log-sum-exp
-    (:func:`_cpu_chunk_attention`); if that kernel is unavailable it falls back to a boolean
-    ``[Tq, Tk]`` mask (one chunk x keys, never larger).
+    A chunk after a cached prefix (1 < Tq < Tk): on CUDA (sm90+, half precision) it is split into
+    chunk x prefix (cuDNN, unmasked) and chunk x chunk (flash, causal) merged by log-sum-exp
+    (:func:`_cuda_split_chunk`), elsewhere on CUDA it uses ``torch.nn.attention.bias.causal_lower_right``
+    (flash / memory-efficient kernels, no materialized mask); on CPU it is split the same way with
+    the CPU flash kernel (:func:`_cpu_chunk_attention`), falling back to a boolean ``[Tq, Tk]``
+    mask (one chunk x keys, never larger) where that kernel is unavailable.
     """
     tq, tk = q.shape[1], k.shape[1]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H*, T*, D]
@@ -137,19 +255,7 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     elif tq == tk:
         out = _sdpa_gqa(qh, kh, vh, is_causal=True)
     elif q.is_cuda:
-        from torch.nn.attention.bias import causal_lower_right
-
-        bias = causal_lower_right(tq, tk)
-        out = None
-        if qh.shape[1] != kh.shape[1]:
-            try:  # memory-efficient kernel with a lower-right bias and native GQA (newer torch)
-                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, enable_gqa=True)
-            except (TypeError, RuntimeError, NotImplementedError):
-                g = qh.shape[1] // kh.shape[1]
-                kh = kh.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
-                vh = vh.repeat_interleave(g, dim=1)  # [B, H, Tk, D]
-        if out is None:
-            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
+        out = _cuda_split_chunk(qh, kh, vh) if _split_usable(qh, kh) else _cuda_lower_right(qh, kh, vh)
     else:
         out = None
         if q.device.type == "cpu":

@@ -523,24 +523,39 @@ def _engine_point(m, spec: dict, length: int, repeats: int, warmup: int, probe_o
     free_memory(device)
     method = reset_peak_memory(device)
     base = m.rope_base_for(length)
-    times = []
+    times, cpu_times = [], []
     kv = 0
     for _ in range(1 if probe_only else repeats):
         cache = m.new_cache(length)
         kv = cache.nbytes
         _sync(device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         if probe_only:  # the KV cache of L plus one chunk: the memory peak of the full prefill
             m.prefill(ids[: min(length, m.chunk_size)], cache, base)
         else:
             m.prefill(ids, cache, base)
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         del cache
     peak = read_peak_memory(device, method)
     free_memory(device)
-    return {"times": times, "peak": peak, "kv": kv, "weights": module_bytes(m.net), "mem_method": method,
-            "rope_base": base, "chunk": m.chunk_size, "attn": m.attn}
+    return {"times": times, "cpu_times": cpu_times, "peak": peak, "kv": kv, "weights": module_bytes(m.net), "mem_method": method,
+            "rope_base": base, "chunk": m.chunk_size, "attn": m.attn, "chunk_path": _chunk_path(m)}
+
+
+def _chunk_path(m) -> str:
+    """Which kernel path a chunk after a prefix took (``sdpa`` backend)."""
+    if m.attn != "sdpa":
+        return m.attn
+    if m.device.type != "cuda":
+        return "cpu split (flash_for_cpu + LSE merge)"
+    import longctx.attention as A
+
+    used = [v for v in A._SPLIT_OK.values()]
+    if used and all(used):
+        return "cuda split (cuDNN prefix + flash diagonal)"
+    return "causal_lower_right"
 
 
 def _baseline_point(model, spec: dict, length: int, repeats: int, warmup: int) -> dict:
@@ -555,18 +570,20 @@ def _baseline_point(model, spec: dict, length: int, repeats: int, warmup: int) -
         del out
         free_memory(device)
         method = reset_peak_memory(device)
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeats):
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             out = model(input_ids=ids, use_cache=True, **{kw: 1})
             _sync(device)
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
             del out
     peak = read_peak_memory(device, method)
     free_memory(device)
     dtype = _torch_dtype(spec["dtype"])
-    return {"times": times, "peak": peak, "kv": kv_cache_bytes(cfg, length, dtype), "weights": module_bytes(model),
+    return {"times": times, "cpu_times": cpu_times, "peak": peak, "kv": kv_cache_bytes(cfg, length, dtype),
+            "weights": module_bytes(model),
             "mem_method": method, "rope_base": cfg.rope_theta, "chunk": None, "attn": "sdpa"}
 
 
@@ -578,13 +595,15 @@ def _finish_point(impl: str, length: int, raw: dict, spec: dict, peak_tflops: fl
     rec: dict[str, Any] = {
         "impl": impl, "length": length, "status": "ok (memory probe)" if probe_only else "ok",
         "seconds": None if probe_only else sec, "seconds_all": raw["times"],
+        "cpu_seconds": statistics.median(raw["cpu_times"]) if raw.get("cpu_times") and not probe_only else None,
         "tokens_per_s": None if probe_only else length / sec, "flops": fl["total"], "flops_linear": fl["linear"],
         "flops_attention": fl["attention"], "tflops": None if probe_only else fl["total"] / sec / 1e12,
         "pct_peak": None, "peak_mem_bytes": raw["peak"], "mem_method": raw["mem_method"],
         "weights_bytes": raw["weights"], "kv_cache_bytes": raw["kv"],
         "rest_bytes": raw["peak"] - raw["weights"] - raw["kv"], "runtime_bytes": runtime,
         "net_peak_bytes": raw["peak"] - runtime if runtime is not None else raw["peak"],
-        "chunk": raw["chunk"], "attn": raw["attn"], "rope_base": raw["rope_base"], "load_s": raw.get("load_s"),
+        "chunk": raw["chunk"], "attn": raw["attn"], "chunk_path": raw.get("chunk_path"), "rope_base": raw["rope_base"],
+        "load_s": raw.get("load_s"),
     }
     if probe_only:
         rec["probe_seconds"] = sec
@@ -870,6 +889,8 @@ def merge_rounds(recs: list[dict], peak_tflops: float | None) -> dict:
     worst = max(ok, key=lambda r: r.get("peak_mem_bytes") or 0)
     for k in ("peak_mem_bytes", "rest_bytes", "runtime_bytes", "net_peak_bytes"):
         out[k] = worst.get(k)
+    cpus = [r["cpu_seconds"] for r in ok if r.get("cpu_seconds")]
+    out["cpu_seconds"] = statistics.median(cpus) if cpus else None
     out.update(seconds=med, seconds_all=[s for r in ok for s in (r.get("seconds_all") or [r["seconds"]])],
                seconds_rounds=[r["seconds"] for r in ok], tokens_per_s=out["length"] / med,
                tflops=out["flops"] / med / 1e12, rounds=len(recs))
@@ -896,6 +917,8 @@ def compare(results: list[dict]) -> list[dict]:
                                "mem_ratio": None, "baseline_status": b["status"]}
         if e.get("tokens_per_s") and b.get("tokens_per_s"):
             row["speed_ratio"] = e["tokens_per_s"] / b["tokens_per_s"]
+        row["cpu_time_ratio"] = (b["cpu_seconds"] / e["cpu_seconds"]
+                                 if e.get("cpu_seconds") and b.get("cpu_seconds") else None)
         if e.get("net_peak_bytes") and b.get("net_peak_bytes"):
             row["mem_ratio"] = e["net_peak_bytes"] / b["net_peak_bytes"]
         out.append(row)
@@ -932,14 +955,31 @@ COMPARE_COLUMNS = ["L", "engine tok/s", "transformers tok/s", "speed ratio", "en
                    "mem ratio"]
 
 
+def _cpu_report(report: dict) -> bool:
+    return str(report.get("device", "")).startswith("cpu")
+
+
+def compare_columns(report: dict) -> list[str]:
+    """The comparison columns; CPU reports add the ratio of process CPU time (robust to a loaded machine
+    when points run single-threaded)."""
+    cols = list(COMPARE_COLUMNS)
+    if _cpu_report(report):
+        cols.insert(4, "CPU-time ratio")
+    return cols
+
+
 def compare_rows(report: dict) -> list[list[str]]:
     rows = []
     for c in report["comparison"]:
-        rows.append([str(c["length"]), _fmt(c["engine_tokens_per_s"], ",.0f"),
-                     _fmt(c["baseline_tokens_per_s"], ",.0f") or c["baseline_status"],
-                     _fmt(c["speed_ratio"], ".2f") + ("x" if c["speed_ratio"] else ""),
-                     _gib(c["engine_mem_bytes"]), _gib(c["baseline_mem_bytes"]),
-                     _fmt(c["mem_ratio"], ".2f") + ("x" if c["mem_ratio"] else "")])
+        row = [str(c["length"]), _fmt(c["engine_tokens_per_s"], ",.0f"),
+               _fmt(c["baseline_tokens_per_s"], ",.0f") or c["baseline_status"],
+               _fmt(c["speed_ratio"], ".2f") + ("x" if c["speed_ratio"] else ""),
+               _gib(c["engine_mem_bytes"]), _gib(c["baseline_mem_bytes"]),
+               _fmt(c["mem_ratio"], ".2f") + ("x" if c["mem_ratio"] else "")]
+        if _cpu_report(report):
+            r = c.get("cpu_time_ratio")
+            row.insert(4, _fmt(r, ".2f") + ("x" if r else ""))
+        rows.append(row)
     return rows
 
 
@@ -983,7 +1023,7 @@ def header_lines(report: dict) -> list[str]:
 def report_to_text(report: dict) -> str:
     parts = ["\n".join(header_lines(report)), "", text_table(RESULT_COLUMNS, result_rows(report))]
     if report["comparison"]:
-        parts += ["", "engine / transformers:", text_table(COMPARE_COLUMNS, compare_rows(report))]
+        parts += ["", "engine / transformers:", text_table(compare_columns(report), compare_rows(report))]
     return "\n".join(parts)
 
 
@@ -992,7 +1032,7 @@ def report_to_markdown(report: dict, title: str = "Prefill benchmark") -> str:
     parts += [f"- {line}" for line in header_lines(report)]
     parts += ["", markdown_table(RESULT_COLUMNS, result_rows(report))]
     if report["comparison"]:
-        parts += ["", "Engine / transformers:", "", markdown_table(COMPARE_COLUMNS, compare_rows(report))]
+        parts += ["", "Engine / transformers:", "", markdown_table(compare_columns(report), compare_rows(report))]
     parts += ["", f"FLOPs: {report['flop_formula']}.", ""]
     return "\n".join(parts)
 

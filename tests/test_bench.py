@@ -96,7 +96,9 @@ def test_tiny_random_in_process(tmp_path):
         assert p["flops"] == bench.prefill_flops(get_preset("tiny"), p["length"])["total"]
         assert p["kv_cache_bytes"] == 2 * 2 * 2 * 16 * p["length"] * 4
         assert p["weights_bytes"] > 0 and p["peak_mem_bytes"] > 0
+        assert p["cpu_seconds"] > 0 and p["chunk_path" if p["impl"] == "longctx" else "attn"]
     assert [c["length"] for c in rep["comparison"]] == [64, 200]
+    assert all(c["cpu_time_ratio"] > 0 for c in rep["comparison"])
     assert all(c["speed_ratio"] > 0 for c in rep["comparison"])
     assert rep["baseline_max_length"] == 200
     text = md.read_text()
