@@ -135,16 +135,19 @@ def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -
 # split keeps every call in the fast kernels. It is used when the device is sm90+ and the dtype is
 # half precision, after a one-time self-check against the ``causal_lower_right`` path on a small
 # problem (any error or mismatch disables it for the process, with a warning).
-# ``LONGCTX_CUDA_CHUNK_ATTN`` = ``auto`` (default) | ``split`` (skip the capability gate) |
-# ``lower_right`` (never split).
+# ``LONGCTX_CUDA_CHUNK_ATTN`` = ``lower_right`` (default: never split) | ``auto`` (split on sm90+
+# after the self-check) | ``split`` (skip the capability gate).
+# The split is opt-in because it was written after this session's GPU time was spent: it has
+# passed CPU review only, not a run on a GPU. ``lower_right`` is the path measured on the H200
+# (docs/benchmarks.md).
 
 _SPLIT_OK: dict[tuple, bool] = {}
 
 
 def cuda_chunk_mode() -> str:
-    """``auto`` | ``split`` | ``lower_right`` from ``LONGCTX_CUDA_CHUNK_ATTN``."""
-    mode = os.environ.get("LONGCTX_CUDA_CHUNK_ATTN", "auto").strip().lower() or "auto"
-    return mode if mode in ("auto", "split", "lower_right") else "auto"
+    """``lower_right`` (default) | ``auto`` | ``split`` from ``LONGCTX_CUDA_CHUNK_ATTN``."""
+    mode = os.environ.get("LONGCTX_CUDA_CHUNK_ATTN", "lower_right").strip().lower() or "lower_right"
+    return mode if mode in ("auto", "split", "lower_right") else "lower_right"
 
 
 def _cudnn_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,9 +244,10 @@ def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.d
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """torch SDPA with a lower-right causal mask.
 
-    A chunk after a cached prefix (1 < Tq < Tk): on CUDA (sm90+, half precision) it is split into
+    A chunk after a cached prefix (1 < Tq < Tk): on CUDA it uses ``torch.nn.attention.bias.causal_lower_right``
+    unless ``LONGCTX_CUDA_CHUNK_ATTN=auto|split`` opts into the (not yet GPU-verified) split into
     chunk x prefix (cuDNN, unmasked) and chunk x chunk (flash, causal) merged by log-sum-exp
-    (:func:`_cuda_split_chunk`), elsewhere on CUDA it uses ``torch.nn.attention.bias.causal_lower_right``
+    (:func:`_cuda_split_chunk`); ``causal_lower_right`` runs
     (flash / memory-efficient kernels, no materialized mask); on CPU it is split the same way with
     the CPU flash kernel (:func:`_cpu_chunk_attention`), falling back to a boolean ``[Tq, Tk]``
     mask (one chunk x keys, never larger) where that kernel is unavailable.
