@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 # The main job: a needle-in-a-haystack sweep with the embedded default model, ending in a heatmap.
 needle: $(STAMP)
-	$(VENV)/bin/longctx needle --out results/needle-default.jsonl --plot plots/needle-default.png
+	$(VENV)/bin/longctx needle
 
 test: $(STAMP)
 	$(PY) -m pytest -q
