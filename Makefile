@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.longctx-installed
 
-.PHONY: setup needle test test-fast bench clean-venv
+.PHONY: setup needle test test-fast clean-venv
 
 setup: $(STAMP)
 
