@@ -302,7 +302,9 @@ def build_model(cfg: ModelConfig, items: Iterator[tuple[str, torch.Tensor]], *, 
     """
     with torch.device("meta"), skip_param_init():
         model = Transformer(cfg, attn=attn)
-    model = model.to_empty(device=device).to(dtype)
+    # Cast on the meta device (free), then allocate: the target dtype is the only copy ever made
+    # (allocating float32 first and casting would need 2x a bf16 checkpoint's size at the peak).
+    model = model.to(dtype=dtype).to_empty(device=device)
     if cfg.tie_word_embeddings:
         model.output.weight = model.model.tok_embeddings.weight
     params = dict(model.named_parameters(remove_duplicate=False))

@@ -140,3 +140,21 @@ def test_prompt_longer_than_allowed_context_cli(ckpt):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: prompt of") and "allowed context of 16" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_weights_allocated_in_target_dtype_only(ckpt, monkeypatch):
+    """A bf16 load allocates bf16 parameters directly: never a float32 copy of the whole model."""
+    allocated = []
+    real_to_empty = torch.nn.Module.to_empty
+
+    def spy(self, *args, **kwargs):
+        allocated.extend({p.dtype for p in self.parameters()})
+        return real_to_empty(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to_empty", spy)
+    m = load_model(ckpt, device="cpu", dtype="bf16", attn="eager")
+    assert set(allocated) == {torch.bfloat16}
+    assert {p.dtype for p in m.net.parameters()} == {torch.bfloat16}
+    ref = load_model(ckpt, device="cpu", dtype="fp32", attn="eager")
+    for (name, p), (_, q) in zip(m.net.named_parameters(), ref.net.named_parameters()):
+        assert torch.equal(p, q.to(torch.bfloat16)), name
