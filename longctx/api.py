@@ -391,8 +391,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
     """
     from longctx.config import load_config
-    from longctx.loading import default_model_dir, gguf_config, load_checkpoint, weight_files
-    from longctx.config import from_hf_dict
+    from longctx.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
     from longctx.tokenizer import load_tokenizer, tokenizer_from_gguf
 
     dev = resolve_device(device)
@@ -401,8 +400,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     else:
         model_dir = Path(path)
         if model_dir.is_file() and model_dir.suffix == ".gguf":
-            raw, _ = gguf_config(model_dir)
-            cfg = from_hf_dict(raw, name=raw["_name"])
+            cfg = gguf_model_config(model_dir)
             dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
             net = load_checkpoint(model_dir.parent, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
                                   rope_scaling=rope_scaling, cfg=cfg)
@@ -413,10 +411,10 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         if not model_dir.is_dir():
             raise ConfigError(f"model path is not a directory or .gguf file: {model_dir}")
     fmt, _files = weight_files(model_dir)
-    cfg = load_config(model_dir) if fmt != "gguf" or (model_dir / "config.json").is_file() else None
-    if cfg is None:
-        raw, _ = gguf_config(_files[0])
-        cfg = from_hf_dict(raw, name=raw["_name"])
+    if fmt == "gguf" and not (model_dir / "config.json").is_file():
+        cfg = gguf_model_config(_files[0])
+    else:
+        cfg = load_config(model_dir)
     if path is None:
         cfg.name = "SmolLM2-135M-Instruct"
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)

@@ -364,7 +364,7 @@ def _cpu_model() -> str:
 def resolve_spec(opts: BenchOptions) -> dict:
     """Resolves device, dtype and the model configuration into a plain dict."""
     from longctx.api import resolve_device, resolve_dtype
-    from longctx.config import get_preset, load_config
+    from longctx.config import get_preset
 
     device = resolve_device(opts.device)
     if opts.preset is not None:
@@ -381,15 +381,9 @@ def resolve_spec(opts: BenchOptions) -> dict:
             source = "path"
             if not Path(path).exists():
                 raise ConfigError(f"model path not found: {path}")
-        p = Path(path)
-        if p.is_file() and p.suffix == ".gguf":
-            from longctx.config import from_hf_dict
-            from longctx.loading import gguf_config
+        from longctx.loading import config_for_path
 
-            raw, _ = gguf_config(p)
-            cfg = from_hf_dict(raw, name=raw["_name"])
-        else:
-            cfg = load_config(p)
+        cfg = config_for_path(path)
         if source == "default":
             cfg.name = "SmolLM2-135M-Instruct"
     if opts.rope_scaling is not None:

@@ -277,6 +277,24 @@ def _internlm2_tensors(items: Iterator[tuple[str, torch.Tensor]], cfg: ModelConf
         raise WeightError(f"missing tensor model.layers.{layer}.self_attn.{missing[0]}.weight")
 
 
+def gguf_model_config(path: Path) -> ModelConfig:
+    """The configuration of a Llama GGUF file (its metadata read as a ``config.json``)."""
+    raw, _ = gguf_config(path)
+    return from_hf_dict(raw, name=raw["_name"])
+
+
+def config_for_path(path: str | Path) -> ModelConfig:
+    """The configuration of a ``.gguf`` file, else of a checkpoint directory's ``config.json``.
+
+    Raises:
+        ConfigError / WeightError: as :func:`~longctx.config.load_config` / :func:`gguf_config`.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        return gguf_model_config(p)
+    return load_config(p)
+
+
 @contextlib.contextmanager
 def skip_param_init():
     """Skips nn.Linear / nn.Embedding random init while modules are built on the meta device.

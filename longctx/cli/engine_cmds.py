@@ -70,17 +70,9 @@ def info(
     if preset is not None:
         cfg = get_preset(preset)
     elif model is not None:
-        from pathlib import Path
+        from longctx.loading import config_for_path
 
-        p = Path(model)
-        if p.is_file() and p.suffix == ".gguf":
-            from longctx.config import from_hf_dict
-            from longctx.loading import gguf_config
-
-            raw, _ = gguf_config(p)
-            cfg = from_hf_dict(raw, name=raw["_name"])
-        else:
-            cfg = load_config(p)
+        cfg = config_for_path(model)
     else:
         from longctx.loading import default_model_dir
 
