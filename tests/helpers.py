@@ -90,3 +90,19 @@ def write_internlm2_checkpoint(ref, out: Path, fmt: str = "safetensors", shards:
     (out / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     (out / "config.json").write_text(json.dumps(internlm2_config(ref, rope_scaling)))
     return out
+
+
+# --------------------------------------------------------------------------- QA documents
+FACT = "Captain Harold Whitby lives in the city of Lisbon."
+QUESTION = "In which city does Captain Harold Whitby live?"
+
+
+def haystack_with_fact(chars: int, fact: str = FACT) -> str:
+    """The first ``chars`` characters of Austen with ``fact`` as its own paragraph in the middle
+    (at the last paragraph break before the middle, else at the middle itself)."""
+    from longctx.data import load_haystack_text
+
+    text = load_haystack_text("austen")[:chars]
+    cut = text.rfind("\n\n", 0, chars // 2)
+    cut = cut if cut > 0 else chars // 2
+    return text[:cut] + "\n\n" + fact + "\n\n" + text[cut:]

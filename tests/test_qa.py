@@ -13,7 +13,8 @@ import sys
 import time
 
 import pytest
-import torch
+
+from helpers import FACT, QUESTION, haystack_with_fact
 
 import longctx
 from longctx.api import ContextLengthError
@@ -21,27 +22,8 @@ from longctx.data import load_haystack_text
 from longctx.qa import (Answer, AnswerStream, DocumentError, DocumentSession, DocumentTruncatedWarning, QAError,
                         document_block, load_documents, split_prompt)
 
-FACT = "Captain Harold Whitby lives in the city of Lisbon."
-QUESTION = "In which city does Captain Harold Whitby live?"
 QUESTIONS = [QUESTION, "What is this text about?", "Who is speaking?"]
-
-
-def haystack_with_fact(chars: int, fact: str = FACT) -> str:
-    """The first ``chars`` characters of Austen with ``fact`` as its own paragraph in the middle."""
-    text = load_haystack_text("austen")[:chars]
-    cut = text.rfind("\n\n", 0, chars // 2)
-    cut = cut if cut > 0 else chars // 2
-    return text[:cut] + "\n\n" + fact + "\n\n" + text[cut:]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for this module (restored after): on the shared 2-core machine two threads
-    spin against the colleagues' jobs and ran these tests 4x slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

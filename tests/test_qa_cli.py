@@ -16,31 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
+
+from helpers import FACT, QUESTION, haystack_with_fact
 
 import longctx
 from longctx.cli import app, qa_cmds
 from longctx.data import load_haystack_text
 
-FACT = "Captain Harold Whitby lives in the city of Lisbon."
-QUESTION = "In which city does Captain Harold Whitby live?"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def haystack_with_fact(chars: int) -> str:
-    text = load_haystack_text("austen")[:chars]
-    cut = text.rfind("\n\n", 0, chars // 2)
-    return text[:cut] + "\n\n" + FACT + "\n\n" + text[cut:]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (restored after): two threads ran 4x slower on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,9 @@ from longctx.niah.haystack import (
     split_pieces,
 )
 
-from . import austen_sample, default_tokenizer, haystack, sp_haystack, sp_tokenizer
+from . import austen_sample, haystack, sp_haystack, sp_tokenizer
 
 CLOSERS = "\"'\u201d\u2019\u00bb)]"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return default_tokenizer()
 
 
 def test_no_torch_import():

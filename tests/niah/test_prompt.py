@@ -14,20 +14,10 @@ from longctx.niah.haystack import TokenizedHaystack
 from longctx.niah.prompt import AUTO, Cell, PromptBuilder, find_subsequence, prompt_sha256, time_build
 from longctx.niah.tasks import TASK_NAMES, derive_seed, load_custom_task_file, make_task
 
-from . import default_tokenizer, haystack, sp_haystack, sp_tokenizer
+from . import haystack, sp_haystack, sp_tokenizer
 
 TASK_SPECS = ["passkey", "single", "single:word", "single:uuid", "multikey", "multivalue", "multiquery"]
 DEPTHS = [0.0, 3.0, 25.0, 50.0, 61.8, 99.0, 100.0]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def austen():
-    return haystack("austen")
 
 
 @pytest.fixture(scope="module")

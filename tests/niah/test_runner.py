@@ -16,8 +16,6 @@ from longctx.niah.results import config_path
 from longctx.niah.runner import ContextLimitError, LogProgress, prompt_file_name, run_sweep
 from longctx.niah.tasks import make_task
 
-from . import default_tokenizer, haystack
-
 
 # --------------------------------------------------------------------------- shared fixtures
 @lru_cache(maxsize=None)
@@ -64,16 +62,6 @@ class FakeBackend(BaseBackend):
         answer = "0000000" if self.wrong else value
         return GenResult(text=f"The special magic number for {key} is {answer}.", prompt_tokens=len(ids),
                          prefilled_tokens=len(ids), rope_base=10000.0, stop_reason="stop")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def austen():
-    return haystack("austen")
 
 
 def _builder(tok, hs, **kw):
