@@ -30,7 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from longctx.attention import ATTENTION_BACKENDS, _cpu_flash_lse, merge_attention
+from longctx.engine.attention import ATTENTION_BACKENDS, _cpu_flash_lse, merge_attention
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
 
@@ -49,7 +49,7 @@ def _split_profile(prof) -> dict[str, float]:
 
 
 def profile_engine(length: int) -> tuple[float, dict[str, float]]:
-    from longctx.api import load_model
+    from longctx.engine.runtime import load_model
 
     m = load_model(None, device="cpu", dtype="fp32")
     ids = torch.randint(0, m.config.vocab_size, (length,))
@@ -72,7 +72,7 @@ def profile_engine(length: int) -> tuple[float, dict[str, float]]:
 def profile_transformers(length: int) -> tuple[float, dict[str, float]]:
     from transformers import LlamaForCausalLM
 
-    from longctx.loading import default_model_dir
+    from longctx.checkpoints.loading import default_model_dir
 
     model = LlamaForCausalLM.from_pretrained(default_model_dir(), attn_implementation="sdpa",
                                              dtype=torch.float32).eval()

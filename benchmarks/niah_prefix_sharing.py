@@ -57,9 +57,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.shape:
-        from longctx.api import random_model
-        from longctx.config import get_preset
-        from longctx.tokenizer import load_tokenizer
+        from longctx.engine.runtime import random_model
+        from longctx.engine.config import get_preset
+        from longctx.tokenizer.core import load_tokenizer
 
         cfg = get_preset(args.shape)
         if args.rope_scaling:
@@ -68,7 +68,7 @@ def main() -> None:
         if args.tokenizer:
             m.tokenizer = load_tokenizer(args.tokenizer)
         else:
-            from longctx.loading import default_model_dir
+            from longctx.checkpoints.loading import default_model_dir
 
             m.tokenizer = load_tokenizer(default_model_dir())
     else:

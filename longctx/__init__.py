@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 
 
 def load_model(*args, **kwargs):
-    """Loads a model; see :func:`longctx.api.load_model` (imported lazily: torch is heavy)."""
-    from longctx.api import load_model as _load
+    """Loads a model; see :func:`longctx.engine.runtime.load_model` (imported lazily: torch is heavy)."""
+    from longctx.engine.runtime import load_model as _load
 
     return _load(*args, **kwargs)
 

@@ -7,9 +7,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from longctx import bench
+from longctx.bench import core as bench
 from longctx.cli import bench_cmd
-from longctx.config import get_preset
+from longctx.engine.config import get_preset
 
 POINT_FIELDS = {"impl", "length", "status", "seconds", "tokens_per_s", "flops", "flops_linear", "flops_attention",
                 "tflops", "pct_peak", "peak_mem_bytes", "weights_bytes", "kv_cache_bytes", "rest_bytes"}
@@ -54,7 +54,7 @@ def test_parse_lengths():
 def test_kv_cache_bytes_matches_engine():
     import torch
 
-    from longctx.api import random_model
+    from longctx.engine.runtime import random_model
 
     m = random_model("tiny", device="cpu", dtype="float32")
     assert bench.kv_cache_bytes(m.config, 300, torch.float32) == m.new_cache(300).nbytes

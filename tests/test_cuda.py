@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longctx.api import random_model
-from longctx.attention import ATTENTION_BACKENDS, eager_attention, flash_available, sdpa_attention
-from longctx.config import ModelConfig
+from longctx.engine.runtime import random_model
+from longctx.engine.attention import ATTENTION_BACKENDS, eager_attention, flash_available, sdpa_attention
+from longctx.engine.config import ModelConfig
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -79,7 +79,7 @@ CHUNK_SHAPES = [s for s in SHAPES if 1 < s[0] < s[1]]
 @pytest.mark.parametrize("shape", CHUNK_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_cuda_split_chunk_matches_eager(shape, dtype):
     """cuDNN (chunk x prefix) + flash (diagonal) merged by log-sum-exp == lower-right causal attention."""
-    from longctx.attention import _cuda_split_chunk
+    from longctx.engine.attention import _cuda_split_chunk
 
     tq, tk, h, hkv, d = shape
     q, k, v = qkv(1, tq, tk, h, hkv, d, dtype, seed=8)
@@ -93,7 +93,7 @@ def test_cuda_split_chunk_matches_eager(shape, dtype):
 
 @pytest.mark.parametrize("mode", ["lower_right", "split", "auto"])
 def test_chunk_modes_match_eager(mode, monkeypatch):
-    import longctx.attention as A
+    import longctx.engine.attention as A
 
     monkeypatch.setenv("LONGCTX_CUDA_CHUNK_ATTN", mode)
     monkeypatch.setattr(A, "_SPLIT_OK", {})
@@ -103,7 +103,7 @@ def test_chunk_modes_match_eager(mode, monkeypatch):
 
 def test_split_path_selected_on_hopper():
     """On sm90+ the engine's chunk path is the cuDNN split (its self-check passed)."""
-    import longctx.attention as A
+    import longctx.engine.attention as A
 
     if torch.cuda.get_device_capability()[0] < 9 or A.cuda_chunk_mode() == "lower_right":
         pytest.skip("the split is only used on sm90+")

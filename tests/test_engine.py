@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import tiny_llama, write_internlm2_checkpoint
-from longctx.api import load_model
-from longctx.config import parse_rope_scaling
-from longctx.loading import pack_wqkv, unpack_wqkv
-from longctx.rope import base_for, dynamic_ntk_base
+from longctx.engine.runtime import load_model
+from longctx.engine.config import parse_rope_scaling
+from longctx.checkpoints.loading import pack_wqkv, unpack_wqkv
+from longctx.engine.rope import base_for, dynamic_ntk_base
 
 torch.set_num_threads(2)
 
@@ -128,7 +128,7 @@ def test_prefill_holds_one_base_per_cache(dyn_model):
 
 
 def test_wqkv_pack_roundtrip():
-    from longctx.config import get_preset
+    from longctx.engine.config import get_preset
 
     cfg = get_preset("tiny")
     q = torch.randn(cfg.num_heads * cfg.head_dim, cfg.hidden_size)
@@ -162,7 +162,7 @@ def test_sampling_is_seeded(dyn_model):
 
 
 def test_context_limit_enforced(tmp_path):
-    from longctx.api import ContextLengthError
+    from longctx.engine.runtime import ContextLengthError
 
     ref = tiny_llama(4, 2, max_pos=32)
     path = write_internlm2_checkpoint(ref, tmp_path / "ckpt")
@@ -173,12 +173,12 @@ def test_context_limit_enforced(tmp_path):
 
 def test_prefill_chunk_policy():
     """CUDA with no chunk size: one shot when the working memory fits the free memory, else chunked."""
-    from longctx.api import random_model
+    from longctx.engine.runtime import random_model
 
     m = random_model("tiny", device="cpu", dtype="float32")
     assert m.prefill_chunk(10_000) == m.chunk_size == 2048  # CPU: always the configured chunk
     m.one_shot_when_fits = True  # what a CUDA model without --chunk-size gets
-    from longctx.memory import estimate_memory
+    from longctx.engine.memory import estimate_memory
 
     need = estimate_memory(m.config, 10_000, dtype_bytes=4, chunk=10_000)["working"]
     assert m.prefill_chunk(10_000, free_bytes=int(need / 0.85) + 1) == 10_000

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from helpers import internlm2_state_dict, tiny_llama, write_internlm2_checkpoint
-from longctx.api import load_model
+from longctx.engine.runtime import load_model
 from longctx.cli import app
-from longctx.config import ConfigError
-from longctx.loading import WeightError
+from longctx.engine.config import ConfigError
+from longctx.checkpoints.loading import WeightError
 
 
 @pytest.fixture()
@@ -129,7 +129,7 @@ def test_llama_layout_checkpoint_loads(tmp_path):
 
 
 def test_prompt_longer_than_allowed_context_cli(ckpt):
-    from longctx.api import ContextLengthError
+    from longctx.engine.runtime import ContextLengthError
 
     m = load_model(ckpt, max_context=20)
     with pytest.raises(ContextLengthError):

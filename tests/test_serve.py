@@ -384,7 +384,7 @@ def test_cli_rejects_bad_options_before_loading():
 
 
 def test_stop_holdback():
-    from longctx.serve import _stop_holdback
+    from longctx.serve.app import _stop_holdback
 
     assert _stop_holdback("abc", ["cde"]) == 1
     assert _stop_holdback("abcd", ["cdx", "bcdy"]) == 3

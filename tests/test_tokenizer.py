@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx.tokenizer import (
+from longctx.tokenizer.core import (
     DEFAULT,
     INTERNLM2_SYSTEM_PROMPT,
     Tokenizer,

@@ -119,7 +119,7 @@ def step_env() -> None:
             "        if name == 'gguf' or name.startswith('gguf.'):\n"
             "            raise ImportError('gguf blocked')\n"
             "sys.meta_path.insert(0, B())\n"
-            "import longctx.api, longctx.bench, longctx.attention, longctx.model\n"
+            "import longctx.engine.runtime, longctx.bench.core, longctx.engine.attention, longctx.engine.model\n"
             "print('imports without gguf: ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     info["imports_without_gguf"] = r.returncode == 0
@@ -149,7 +149,7 @@ def step_probe() -> None:
     """Kernel paths for one chunk of 8192 queries after a ~192K prefix (7B head shape), vs eager on small shapes."""
     import torch
 
-    from longctx.attention import eager_attention, flash_available, merge_attention, sdpa_attention
+    from longctx.engine.attention import eager_attention, flash_available, merge_attention, sdpa_attention
 
     dev = "cuda" if torch.cuda.is_available() and not DRY else "cpu"
     dt = torch.bfloat16
@@ -197,7 +197,7 @@ def step_probe() -> None:
     def one_shot_causal(q, k, v):  # reference kernel speed: Tq == Tk, is_causal (flash)
         return sdpa_attention(q, k[:, -q.shape[1]:], v[:, -q.shape[1]:])
 
-    import longctx.attention as A
+    import longctx.engine.attention as A
 
     def lower_right_path(q, k, v):  # the engine's chunk path before the cuDNN split
         return A._cuda_lower_right(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
@@ -216,7 +216,7 @@ def step_probe() -> None:
              "split + LSE merge (flash both)": split_lse, "repeat K/V + causal_lower_right": repeat_mem_efficient,
              "cuDNN chunk x prefix only": cudnn_prefix_only, "one-shot causal (Tq == Tk)": one_shot_causal}
     if flash_available():
-        from longctx.attention import flash_attention
+        from longctx.engine.attention import flash_attention
 
         paths["flash_attn package"] = flash_attention
     qs, ks, vs = make(*small, seed=1)
@@ -272,7 +272,7 @@ def step_probe() -> None:
 
 
 def _bench(name: str, budget: float, **kw) -> None:
-    from longctx import bench
+    from longctx.bench import core as bench
 
     opts = bench.BenchOptions(**kw)
     opts.time_budget = max(5.0, budget)
@@ -419,7 +419,7 @@ def checks(benches: dict) -> list[dict]:
 
 
 def summarize(steps: list[dict], t_start: float) -> None:
-    from longctx import bench as B
+    from longctx.bench import core as B
 
     env = _load("env.json")
     pyt = _load("pytest.json")

@@ -80,7 +80,7 @@ def make_backend(name: str, **opts: Any):
     allowed = {"native": _NATIVE, "transformers": _HF, "openai": _OPENAI}[name]
     kw = {k: v for k, v in opts.items() if k in allowed and v is not None}
     if name == "native":
-        from longctx.api import load_model
+        from longctx.engine.runtime import load_model
         from longctx.backends.native import NativeBackend
 
         load_kw = {k: kw[k] for k in ("device", "dtype", "attn", "max_context", "chunk_size") if k in kw}

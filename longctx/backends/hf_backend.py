@@ -34,8 +34,8 @@ class TransformersBackend(BaseBackend):
         dtype: ``auto`` (float32 on CPU, the checkpoint's half type on CUDA) | ``float32`` |
             ``bfloat16`` | ``float16``.
         trust_remote_code: allow the checkpoint's own modelling code (needed for InternLM2).
-        tokenizer: a longctx :class:`~longctx.tokenizer.Tokenizer` or directory (default: the
-            checkpoint's, loaded with :func:`longctx.tokenizer.load_tokenizer`).
+        tokenizer: a longctx :class:`~longctx.tokenizer.core.Tokenizer` or directory (default: the
+            checkpoint's, loaded with :func:`longctx.tokenizer.core.load_tokenizer`).
         max_context: longest prompt + answer (default: ``max_position_embeddings`` x the
             dynamic scaling factor, like the native engine).
         attn: transformers ``attn_implementation`` (``sdpa``, ``eager``, ``flash_attention_2``)
@@ -56,11 +56,11 @@ class TransformersBackend(BaseBackend):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from longctx.api import default_chunk_size, resolve_device, resolve_dtype
-        from longctx.tokenizer import load_tokenizer
+        from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
+        from longctx.tokenizer.core import load_tokenizer
 
         if path is None:
-            from longctx.loading import default_model_dir
+            from longctx.checkpoints.loading import default_model_dir
 
             self.path = default_model_dir()
             self.display = "default:SmolLM2-135M-Instruct"
@@ -99,7 +99,7 @@ class TransformersBackend(BaseBackend):
         self.chunk_size = int(chunk_size or default_chunk_size(self.device))
         self._cfg = None
         try:
-            from longctx.config import load_config
+            from longctx.engine.config import load_config
 
             self._cfg = load_config(self.path)
         except Exception:  # noqa: BLE001 -- a layout longctx cannot read: fall back to the HF config
@@ -144,7 +144,7 @@ class TransformersBackend(BaseBackend):
     def rope_base_for(self, total_len: int) -> float:
         if self._cfg is None:
             return float("nan")
-        from longctx.rope import base_for
+        from longctx.engine.rope import base_for
 
         return float(base_for(self._cfg, int(total_len)))
 
@@ -190,7 +190,7 @@ class TransformersBackend(BaseBackend):
             if cuda:
                 torch.cuda.synchronize(dev)
             res.decode_s = time.perf_counter() - t1
-        from longctx.generate import peak_memory_bytes
+        from longctx.engine.generation import peak_memory_bytes
 
         res.peak_mem_bytes = peak_memory_bytes(dev)
         res.text = self.tokenizer.decode(res.token_ids)

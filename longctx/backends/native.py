@@ -1,4 +1,4 @@
-"""The native backend: :class:`~longctx.api.LongCtxModel` with prefix-shared prefill.
+"""The native backend: :class:`~longctx.engine.runtime.LongCtxModel` with prefix-shared prefill.
 
 Prefix sharing. Requests whose prompts run with the same RoPE base (every prompt of at most
 ``max_position_embeddings`` tokens uses the trained base; with dynamic NTK each longer prompt
@@ -29,7 +29,7 @@ import torch
 
 from longctx.backends.base import (BaseBackend, GenRequest, GenResult, OnResult, OnStart, common_prefix_len,
                                    error_text)
-from longctx.generate import peak_memory_bytes
+from longctx.engine.generation import peak_memory_bytes
 
 __all__ = ["NativeBackend"]
 
@@ -40,7 +40,7 @@ def _sort_key(ids: np.ndarray) -> bytes:
 
 
 class NativeBackend(BaseBackend):
-    """Runs requests on a loaded :class:`~longctx.api.LongCtxModel`.
+    """Runs requests on a loaded :class:`~longctx.engine.runtime.LongCtxModel`.
 
     Args:
         model: the engine instance.

@@ -81,7 +81,7 @@ def fetch_server_tokenizer(client, root: str, cache_dir: str | os.PathLike | Non
     """Rebuilds the served model's tokenizer from ``GET {root}/tokenizer`` (longctx serve).
 
     Returns:
-        A :class:`~longctx.tokenizer.Tokenizer`, or None when the server does not publish one.
+        A :class:`~longctx.tokenizer.core.Tokenizer`, or None when the server does not publish one.
 
     Raises:
         ValueError: the rebuilt tokenizer's fingerprint differs from the server's.
@@ -89,7 +89,7 @@ def fetch_server_tokenizer(client, root: str, cache_dir: str | os.PathLike | Non
     import base64
 
     from longctx.paths import cache_root
-    from longctx.tokenizer import load_tokenizer
+    from longctx.tokenizer.core import load_tokenizer
 
     try:
         r = client.get(root + "/tokenizer")
@@ -133,7 +133,7 @@ class OpenAIBackend(BaseBackend):
         api_key: the key itself (overrides ``api_key_env``).
         api_key_env: environment variable holding the key (``OPENAI_API_KEY``); unset -> no auth
             header, unless the variable was named explicitly (then it is an error).
-        tokenizer: a :class:`~longctx.tokenizer.Tokenizer` or a directory to load one from.
+        tokenizer: a :class:`~longctx.tokenizer.core.Tokenizer` or a directory to load one from.
         approximate_lengths: run without an exact tokenizer (marked in every record).
         concurrency: requests in flight at once.
         client: an ``httpx.Client`` to use (tests); the auth header is added to it.
@@ -219,7 +219,7 @@ class OpenAIBackend(BaseBackend):
         tok, source = None, None
         if tokenizer is not None:
             if isinstance(tokenizer, (str, os.PathLike)):
-                from longctx.tokenizer import load_tokenizer
+                from longctx.tokenizer.core import load_tokenizer
 
                 p = Path(tokenizer).expanduser()
                 if not p.exists():
@@ -237,8 +237,8 @@ class OpenAIBackend(BaseBackend):
                     f"(GET /tokenizer). Pass --tokenizer PATH (the served model's checkpoint or tokenizer "
                     f"directory), or --approximate-lengths to run with lengths counted by another tokenizer "
                     f"(records are marked APPROXIMATE)")
-            from longctx.loading import default_model_dir
-            from longctx.tokenizer import load_tokenizer
+            from longctx.checkpoints.loading import default_model_dir
+            from longctx.tokenizer.core import load_tokenizer
 
             tok, source = load_tokenizer(default_model_dir()), "approximate:default"
             self.approximate = True

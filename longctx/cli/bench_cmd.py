@@ -1,6 +1,6 @@
 """``longctx bench prefill``: prefill speed and memory, engine against transformers.
 
-Registered on the app with ``bench_cmd.register(app)``; the measuring lives in :mod:`longctx.bench`.
+Registered on the app with ``bench_cmd.register(app)``; the measuring lives in :mod:`longctx.bench.core`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def prefill(
     seed: int = typer.Option(0, "--seed", help="Seed for random weights and token ids."),
 ) -> None:
     """Time prefill at several prompt lengths: seconds, tokens/s, TFLOP/s, % of a matmul peak, peak memory."""
-    from longctx import bench
+    from longctx.bench import core as bench
 
     try:
         lens = bench.parse_lengths(lengths)

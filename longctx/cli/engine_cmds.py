@@ -61,20 +61,20 @@ def info(
     rope_scaling: Optional[str] = RopeOpt,
 ) -> None:
     """Show a model's configuration and the memory a context length needs (weights + KV cache + working)."""
-    from longctx.config import get_preset, load_config
-    from longctx.memory import estimate_memory
-    from longctx.rope import base_for
+    from longctx.engine.config import get_preset, load_config
+    from longctx.engine.memory import estimate_memory
+    from longctx.engine.rope import base_for
 
     if context < 1:
         raise CliError("--context must be positive")
     if preset is not None:
         cfg = get_preset(preset)
     elif model is not None:
-        from longctx.loading import config_for_path
+        from longctx.checkpoints.loading import config_for_path
 
         cfg = config_for_path(model)
     else:
-        from longctx.loading import default_model_dir
+        from longctx.checkpoints.loading import default_model_dir
 
         cfg = load_config(default_model_dir())
         cfg.name = "SmolLM2-135M-Instruct (default)"

@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if out.exists() and out.is_dir():
             raise CliError(f"--out is a directory: {out}")
         if rope_scaling is not None:
-            from longctx.config import parse_rope_scaling
+            from longctx.engine.config import parse_rope_scaling
 
             parse_rope_scaling(rope_scaling)
         if max_context is not None and max_context < 1:

@@ -1,4 +1,4 @@
-"""``longctx serve``: the OpenAI-compatible server (see :mod:`longctx.serve` and docs/serving.md).
+"""``longctx serve``: the OpenAI-compatible server (see :mod:`longctx.serve.app` and docs/serving.md).
 
 Registered on the app with ``serve_cmd.register(app)``.
 """
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
             import uvicorn  # noqa: F401
         except ImportError:
             raise CliError("longctx serve needs fastapi and uvicorn: pip install 'longctx[serve]'") from None
-        from longctx.serve import serve
+        from longctx.serve.app import serve
 
         if not 0 < port < 65536:
             raise CliError(f"--port must be in 1..65535, got {port}")

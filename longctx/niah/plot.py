@@ -10,6 +10,8 @@ records at one (``target_depth``, ``target_length``); records with ``error`` set
 """
 from __future__ import annotations
 
+from longctx.errors import ResultsWarning
+
 import json
 import math
 import warnings
@@ -38,10 +40,6 @@ _IMAGE_SUFFIXES = {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp"}
 _MISSING_FACE = "#ededed"
 _MISSING_HATCH = "#c2c2c2"
 _TEXT = "#1d1d1d"
-
-
-class ResultsWarning(UserWarning):
-    """Something in a results file was skipped (for example a torn last line)."""
 
 
 # --------------------------------------------------------------------------- loading

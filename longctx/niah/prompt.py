@@ -42,7 +42,7 @@ import numpy as np
 
 from longctx.niah.haystack import TokenizedHaystack, _ids_before
 from longctx.niah.tasks import Task, TaskInstance
-from longctx.tokenizer import DEFAULT as DEFAULT_SYSTEM
+from longctx.tokenizer.core import DEFAULT as DEFAULT_SYSTEM
 
 __all__ = ["AUTO", "DEFAULT_SYSTEM", "Cell", "PromptBuilder", "prompt_sha256", "time_build"]
 
@@ -183,7 +183,7 @@ class PromptBuilder:
     """Builds exact-length NIAH cells for one (tokenizer, haystack, task) combination.
 
     Args:
-        tokenizer: a :class:`longctx.tokenizer.Tokenizer` (anything with ``encode``,
+        tokenizer: a :class:`longctx.tokenizer.core.Tokenizer` (anything with ``encode``,
             ``decode``, ``chat_segments``, ``add_bos``, ``bos_id``).
         haystack: a :class:`~longctx.niah.haystack.TokenizedHaystack` built with the same
             tokenizer.

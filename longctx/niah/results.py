@@ -22,6 +22,8 @@ Guarantees:
 """
 from __future__ import annotations
 
+from longctx.errors import ResultsWarning, ConfigMismatchError
+
 import hashlib
 import json
 import math
@@ -42,14 +44,6 @@ __all__ = [
 ]
 
 KEY_FIELDS = ("task", "target_length", "target_depth", "trial")
-
-
-class ResultsWarning(UserWarning):
-    """Something in a results file was repaired or skipped."""
-
-
-class ConfigMismatchError(ValueError):
-    """The results file holds results of another configuration."""
 
 
 def cell_key(task: Any, target_length: Any, target_depth: Any, trial: Any) -> tuple:

@@ -15,6 +15,8 @@ No torch import here: the backend owns the engine.
 """
 from __future__ import annotations
 
+from longctx.errors import ContextLimitError
+
 import dataclasses
 import math
 import os
@@ -30,16 +32,6 @@ from longctx.niah.scoring import score_cell
 
 __all__ = ["ContextLimitError", "Summary", "run_sweep", "sweep_settings", "check_context", "prompt_file_name",
            "Progress", "LogProgress", "RichProgress", "NullProgress"]
-
-
-class ContextLimitError(ValueError):
-    """A grid length (+ answer budget) beyond what the backend allows."""
-
-    def __init__(self, length: int, budget: int, limit: int, n_bad: int) -> None:
-        self.length, self.budget, self.limit, self.n_bad = length, budget, limit, n_bad
-        more = f" ({n_bad} lengths of the grid are too long)" if n_bad > 1 else ""
-        super().__init__(f"length {length} + answer budget {budget} = {length + budget} tokens exceeds the "
-                         f"model's allowed context of {limit} tokens{more}")
 
 
 # --------------------------------------------------------------------------- configuration

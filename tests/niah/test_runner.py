@@ -115,7 +115,7 @@ def _trie_nodes(seqs) -> int:
 def test_prefix_sharing_random_tiny_model():
     import torch
 
-    from longctx.api import random_model
+    from longctx.engine.runtime import random_model
     from longctx.backends.native import NativeBackend
 
     m = random_model("tiny", device="cpu", seed=3, chunk_size=7)
@@ -156,9 +156,9 @@ def test_prefix_sharing_random_tiny_model():
 
 
 def test_prefix_sharing_groups_by_rope_base():
-    from longctx.api import random_model
+    from longctx.engine.runtime import random_model
     from longctx.backends.native import NativeBackend
-    from longctx.config import get_preset
+    from longctx.engine.config import get_preset
 
     cfg = get_preset("tiny").with_rope_scaling("dynamic:4")  # M = 256: longer prompts get their own base
     m = random_model(cfg, device="cpu", seed=1)
@@ -182,7 +182,7 @@ def test_prefix_sharing_groups_by_rope_base():
 
 
 def test_native_records_context_overflow_as_error():
-    from longctx.api import random_model
+    from longctx.engine.runtime import random_model
     from longctx.backends.native import NativeBackend
 
     m = random_model("tiny", device="cpu", max_context=64)

@@ -6,6 +6,8 @@ config and converted into the InternLM2 layout when their weights are loaded.
 """
 from __future__ import annotations
 
+from longctx.errors import ConfigError
+
 import dataclasses
 import hashlib
 import json
@@ -16,10 +18,6 @@ from typing import Any
 
 # Default context cap when dynamic NTK is on (it has no natural limit); --max-context overrides.
 DYNAMIC_CONTEXT_CAP = 262144
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -13,23 +13,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longctx.attention import ATTENTION_BACKENDS
-from longctx.config import ModelConfig
-from longctx.kv_cache import KVCache
-from longctx.rope import rope_cos_sin
+from longctx.engine.attention import ATTENTION_BACKENDS
+from longctx.engine.config import ModelConfig
+from longctx.engine.kv_cache import KVCache
+from longctx.engine.rope import rope_cos_sin
 
 
 def rope_packed(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotates query or key slots of the packed qkv (NeoX / rotate_half form).
 
-    Computes exactly what :func:`longctx.rope.apply_rope` computes -- ``x * cos + rotate_half(x) * sin``
+    Computes exactly what :func:`longctx.engine.rope.apply_rope` computes -- ``x * cos + rotate_half(x) * sin``
     with ``cos = cat(c, c)``, ``sin = cat(s, s)`` -- as ``[x1 c - x2 s, x2 c + x1 s]`` on the two
     halves, without building ``rotate_half(x)`` (the same roundings, so the same bits).
 
     Args:
         x: ``[B, T, ..., D]`` (e.g. the ``[B, T, Hkv, G, D]`` query slots or the ``[B, T, Hkv, D]``
             key slot of the packed qkv; any strides).
-        cos, sin: ``[T, D]`` tables from :func:`~longctx.rope.rope_cos_sin` (dtype of ``x``).
+        cos, sin: ``[T, D]`` tables from :func:`~longctx.engine.rope.rope_cos_sin` (dtype of ``x``).
 
     Returns:
         A new contiguous tensor shaped like ``x``.

@@ -6,24 +6,22 @@ computes only the last position's logits, then token-by-token decode.
 """
 from __future__ import annotations
 
+from longctx.errors import ContextLengthError
+
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from longctx.attention import resolve_backend
-from longctx.config import ConfigError, ModelConfig, get_preset
-from longctx.generate import Generation, GenerationStats, peak_memory_bytes, select_next
-from longctx.kv_cache import KVCache
-from longctx.model import Transformer
-from longctx.rope import base_for
+from longctx.engine.attention import resolve_backend
+from longctx.engine.config import ConfigError, ModelConfig, get_preset
+from longctx.engine.generation import Generation, GenerationStats, peak_memory_bytes, select_next
+from longctx.engine.kv_cache import KVCache
+from longctx.engine.model import Transformer
+from longctx.engine.rope import base_for
 
 ProgressFn = Callable[[int, int], None]  # (tokens done, tokens total)
-
-
-class ContextLengthError(ValueError):
-    """A request longer than the context the model (or the user) allows."""
 
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -62,9 +60,9 @@ class LongCtxModel:
     """An engine instance: weights, tokenizer and request-level helpers.
 
     Attributes:
-        net: the :class:`~longctx.model.Transformer`.
-        tokenizer: a :class:`~longctx.tokenizer.Tokenizer` (None for random-weight shapes).
-        config: the :class:`~longctx.config.ModelConfig` in effect (rope scaling included).
+        net: the :class:`~longctx.engine.model.Transformer`.
+        tokenizer: a :class:`~longctx.tokenizer.core.Tokenizer` (None for random-weight shapes).
+        config: the :class:`~longctx.engine.config.ModelConfig` in effect (rope scaling included).
         device, dtype: where the weights live.
         chunk_size: prefill chunk length.
         max_context: the longest request (prompt + new tokens) allowed.
@@ -133,7 +131,7 @@ class LongCtxModel:
         """The chunk a prefill of ``n_tokens`` uses when the caller gives none.
 
         ``self.chunk_size``, except on CUDA with no chunk size configured: there the whole prefill
-        runs as one chunk when its estimated working memory (:func:`longctx.memory.estimate_memory`)
+        runs as one chunk when its estimated working memory (:func:`longctx.engine.memory.estimate_memory`)
         takes at most 85% of the free device memory (measured after the KV cache is allocated).
 
         Args:
@@ -142,7 +140,7 @@ class LongCtxModel:
         """
         if not self.one_shot_when_fits or n_tokens <= self.chunk_size:
             return self.chunk_size
-        from longctx.memory import estimate_memory
+        from longctx.engine.memory import estimate_memory
 
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
@@ -299,14 +297,14 @@ class LongCtxModel:
         return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
 
     def ask(self, document: Any, question: str, **kw: Any):
-        """Answers a question about a document; see :func:`longctx.qa.ask`."""
-        from longctx.qa import ask
+        """Answers a question about a document; see :func:`longctx.qa.core.ask`."""
+        from longctx.qa.core import ask
 
         return ask(self, document, question, **kw)
 
     def open(self, document: Any, **kw: Any):
-        """Prefills a document once for many questions; see :func:`longctx.qa.open_document`."""
-        from longctx.qa import open_document
+        """Prefills a document once for many questions; see :func:`longctx.qa.core.open_document`."""
+        from longctx.qa.core import open_document
 
         return open_document(self, document, **kw)
 
@@ -351,7 +349,7 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
         cfg = get_preset(cfg)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    from longctx.loading import skip_param_init
+    from longctx.checkpoints.loading import skip_param_init
 
     with torch.device("meta"), skip_param_init():
         net = Transformer(cfg, attn=resolve_backend(attn, dev))
@@ -390,9 +388,9 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     Raises:
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
     """
-    from longctx.config import load_config
-    from longctx.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
-    from longctx.tokenizer import load_tokenizer, tokenizer_from_gguf
+    from longctx.engine.config import load_config
+    from longctx.checkpoints.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
+    from longctx.tokenizer.core import load_tokenizer, tokenizer_from_gguf
 
     dev = resolve_device(device)
     if path is None:

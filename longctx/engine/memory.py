@@ -1,7 +1,7 @@
 """Memory estimates for a request: weights + KV cache + working memory of one prefill chunk."""
 from __future__ import annotations
 
-from longctx.config import ModelConfig
+from longctx.engine.config import ModelConfig
 
 
 def estimate_memory(cfg: ModelConfig, context: int, *, dtype_bytes: int = 2, chunk: int = 8192,

@@ -59,7 +59,7 @@ from typing import Any, Callable
 
 import torch
 
-from longctx.config import ConfigError, ModelConfig
+from longctx.engine.config import ConfigError, ModelConfig
 
 IMPLS = ("longctx", "transformers")
 BASELINES = ("transformers", "none")
@@ -363,8 +363,8 @@ def _cpu_model() -> str:
 
 def resolve_spec(opts: BenchOptions) -> dict:
     """Resolves device, dtype and the model configuration into a plain dict."""
-    from longctx.api import resolve_device, resolve_dtype
-    from longctx.config import get_preset
+    from longctx.engine.runtime import resolve_device, resolve_dtype
+    from longctx.engine.config import get_preset
 
     device = resolve_device(opts.device)
     if opts.preset is not None:
@@ -372,7 +372,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
         source, path = "preset", None
     else:
         if opts.model is None:
-            from longctx.loading import default_model_dir
+            from longctx.checkpoints.loading import default_model_dir
 
             path = str(default_model_dir())
             source = "default"
@@ -381,7 +381,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
             source = "path"
             if not Path(path).exists():
                 raise ConfigError(f"model path not found: {path}")
-        from longctx.loading import config_for_path
+        from longctx.checkpoints.loading import config_for_path
 
         cfg = config_for_path(path)
         if source == "default":
@@ -391,7 +391,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
     dtype = resolve_dtype(DTYPE_NAMES[opts.dtype], device, cfg.torch_dtype)
     chunk = opts.chunk
     if chunk is None:
-        from longctx.api import default_chunk_size
+        from longctx.engine.runtime import default_chunk_size
 
         chunk = default_chunk_size(device)
     return {
@@ -404,7 +404,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
 
 def spec_config(spec: dict) -> ModelConfig:
     d = dict(spec["cfg"])
-    from longctx.config import parse_rope_scaling
+    from longctx.engine.config import parse_rope_scaling
 
     d["rope_scaling"] = parse_rope_scaling(d.get("rope_scaling"))
     return ModelConfig(**d)
@@ -415,8 +415,8 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 
 def build_engine(spec: dict):
-    """The engine model for a spec (a :class:`~longctx.api.LongCtxModel`)."""
-    from longctx.api import load_model, random_model
+    """The engine model for a spec (a :class:`~longctx.engine.runtime.LongCtxModel`)."""
+    from longctx.engine.runtime import load_model, random_model
 
     dtype = _torch_dtype(spec["dtype"])
     kwargs = dict(device=spec["device"], dtype=dtype, attn=spec["attn"], chunk_size=spec["chunk"],
@@ -544,7 +544,7 @@ def _chunk_path(m) -> str:
         return m.attn
     if m.device.type != "cuda":
         return "cpu split (flash_for_cpu + LSE merge)"
-    import longctx.attention as A
+    import longctx.engine.attention as A
 
     used = [v for v in A._SPLIT_OK.values()]
     if used and all(used):
@@ -647,7 +647,7 @@ def _child_main(args: dict) -> dict:
 
 
 def _child_entry(arg_path: str, out_path: str) -> None:
-    """``python -m longctx.bench --child ARGS.json OUT.json``: one isolated point."""
+    """``python -m longctx.bench.core --child ARGS.json OUT.json``: one isolated point."""
     args = json.loads(Path(arg_path).read_text())
     rec = _child_main(args)
     Path(out_path).write_text(json.dumps(rec, default=str))
@@ -655,7 +655,7 @@ def _child_entry(arg_path: str, out_path: str) -> None:
 
 def _run_isolated(impl: str, spec: dict, length: int, repeats: int, warmup: int, peak_tflops, probe_only: bool,
                   timeout: float | None) -> dict:
-    """Runs one point in a fresh Python process (``python -m longctx.bench --child``)."""
+    """Runs one point in a fresh Python process (``python -m longctx.bench.core --child``)."""
     import subprocess
     import tempfile
 
@@ -664,9 +664,9 @@ def _run_isolated(impl: str, spec: dict, length: int, repeats: int, warmup: int,
         arg_path.write_text(json.dumps({"impl": impl, "spec": spec, "length": length, "repeats": repeats,
                                         "warmup": warmup, "peak_tflops": peak_tflops, "probe_only": probe_only}))
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "longctx.bench", "--child", str(arg_path), str(out_path)]
+        cmd = [sys.executable, "-m", "longctx.bench.core", "--child", str(arg_path), str(out_path)]
         try:
             proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   timeout=max(1.0, timeout) if timeout is not None else None)
@@ -1051,6 +1051,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         _child_entry(sys.argv[2], sys.argv[3])
     else:
-        print("usage: python -m longctx.bench --child ARGS.json OUT.json (internal; use `longctx bench prefill`)",
+        print("usage: python -m longctx.bench.core --child ARGS.json OUT.json (internal; use `longctx bench prefill`)",
               file=sys.stderr)
         sys.exit(2)

@@ -7,11 +7,9 @@ share a common prefix between cells.
 """
 from __future__ import annotations
 
+from longctx.errors import CacheFullError
+
 import torch
-
-
-class CacheFullError(RuntimeError):
-    """Writing past the capacity the request reserved."""
 
 
 class KVCache:

@@ -7,6 +7,8 @@ device: no full float32 copy of the model ever sits in host memory.
 """
 from __future__ import annotations
 
+from longctx.errors import WeightError
+
 import contextlib
 import hashlib
 import json
@@ -17,13 +19,9 @@ from typing import Iterator
 
 import torch
 
-from longctx.config import ConfigError, ModelConfig, from_hf_dict, load_config
-from longctx.model import Transformer
+from longctx.engine.config import ConfigError, ModelConfig, from_hf_dict, load_config
+from longctx.engine.model import Transformer
 from longctx.paths import cache_root
-
-
-class WeightError(ValueError):
-    """A checkpoint whose weights cannot be loaded (one-line message naming the file or tensor)."""
 
 
 # Llama (Hugging Face) name -> InternLM2 name; "{i}" is the layer index. q/k/v are packed separately.
@@ -287,7 +285,7 @@ def config_for_path(path: str | Path) -> ModelConfig:
     """The configuration of a ``.gguf`` file, else of a checkpoint directory's ``config.json``.
 
     Raises:
-        ConfigError / WeightError: as :func:`~longctx.config.load_config` / :func:`gguf_config`.
+        ConfigError / WeightError: as :func:`~longctx.engine.config.load_config` / :func:`gguf_config`.
     """
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
@@ -428,7 +426,7 @@ def default_model_dir() -> Path:
         return out
     from safetensors.torch import save_file
 
-    from longctx.tokenizer import save_tokenizer_json, tokenizer_from_gguf
+    from longctx.tokenizer.core import save_tokenizer_json, tokenizer_from_gguf
 
     raw, reader = gguf_config(gguf_path, name=DEFAULT_MODEL_NAME)
     cfg = from_hf_dict(raw, name=DEFAULT_MODEL_NAME)

@@ -209,7 +209,7 @@ class EngineWorker:
     """A thread that owns the engine and runs queued :class:`Job` s one at a time.
 
     Args:
-        model: a :class:`~longctx.api.LongCtxModel`.
+        model: a :class:`~longctx.engine.runtime.LongCtxModel`.
         max_queue: requests allowed to wait besides the one generating (>= 1).
     """
 
@@ -278,7 +278,7 @@ class EngineWorker:
 
     # -- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        from longctx.generate import GenerationStats
+        from longctx.engine.generation import GenerationStats
 
         m = self.model
         while True:
@@ -418,7 +418,7 @@ def _sse(obj: Any) -> bytes:
 # ----------------------------------------------------------------------------------------------
 def create_app(model, *, served_model_name: str | None = None, api_key: str | None = None,
                max_queue: int = DEFAULT_MAX_QUEUE, default_max_tokens: int = DEFAULT_MAX_TOKENS):
-    """Builds the FastAPI app serving ``model`` (a :class:`~longctx.api.LongCtxModel`).
+    """Builds the FastAPI app serving ``model`` (a :class:`~longctx.engine.runtime.LongCtxModel`).
 
     Args:
         model: the loaded engine.
@@ -437,7 +437,7 @@ def create_app(model, *, served_model_name: str | None = None, api_key: str | No
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-    from longctx.api import ContextLengthError
+    from longctx.engine.runtime import ContextLengthError
 
     name = served_model_name or model.name
     created = int(time.time())
@@ -698,7 +698,7 @@ def _tokenizer_payload(tok) -> dict:
     import tempfile
     from pathlib import Path
 
-    from longctx.tokenizer import save_tokenizer_json
+    from longctx.tokenizer.core import save_tokenizer_json
 
     files = {}
     with tempfile.TemporaryDirectory(prefix="longctx-tok-") as d:

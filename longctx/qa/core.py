@@ -28,6 +28,8 @@ whole conversation after the document must fit in ``question_budget`` tokens.
 """
 from __future__ import annotations
 
+from longctx.errors import QAError, DocumentError, DocumentTruncatedWarning
+
 import os
 import time
 import warnings as _warnings
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 if TYPE_CHECKING:  # the engine (torch) is imported lazily
-    from longctx.api import LongCtxModel
+    from longctx.engine.runtime import LongCtxModel
 
 __all__ = [
     "Answer",
@@ -63,18 +65,6 @@ _PATH_MAX = 4096
 
 ProgressFn = Callable[[int, int], None]
 DocumentInput = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
-
-
-class QAError(ValueError):
-    """A question-answering request that cannot be served (one-line message)."""
-
-
-class DocumentError(QAError):
-    """A document that cannot be read or is empty (one-line message)."""
-
-
-class DocumentTruncatedWarning(UserWarning):
-    """The document did not fit and was trimmed under an ``overflow="truncate_*"`` policy."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,7 +369,7 @@ def _omitted_marker(n: int) -> str:
 
 def _fit_document(tok, doc_ids: list[int], usable: int, overflow: str, detail: str) -> tuple[list[int], list[str]]:
     """Applies the overflow policy; returns the (possibly trimmed) ids and warnings."""
-    from longctx.api import ContextLengthError
+    from longctx.engine.runtime import ContextLengthError
 
     n = len(doc_ids)
     if n <= usable:
@@ -461,7 +451,7 @@ class DocumentSession:
         detail = (f"allowed context {model.max_context} - question budget {self.question_budget} - "
                   f"answer budget {self.max_new_tokens} - chat template {self.template_tokens}")
         if usable < 1:
-            from longctx.api import ContextLengthError
+            from longctx.engine.runtime import ContextLengthError
 
             raise ContextLengthError(f"no room for a document: {detail} = {usable} tokens")
         doc_ids, self.warnings = _fit_document(tok, doc_ids, usable, overflow, detail)
@@ -608,7 +598,7 @@ class DocumentSession:
 
     def _generate(self, question: str, suffix: list[int], mnt: int, ans: Answer, t0: float,
                   progress: ProgressFn | None) -> Iterator[str]:
-        from longctx.generate import GenerationStats
+        from longctx.engine.generation import GenerationStats
 
         m = self.model
         tok = m.tokenizer

@@ -26,6 +26,8 @@ Chat formats:
 """
 from __future__ import annotations
 
+from longctx.errors import TokenizerError
+
 import hashlib
 import json
 import re
@@ -68,10 +70,6 @@ SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-
-
-class TokenizerError(ValueError):
-    """A tokenizer that cannot be built or used (one-line message)."""
 
 
 class _DefaultSystem:

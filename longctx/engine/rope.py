@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from longctx.config import ModelConfig
+from longctx.engine.config import ModelConfig
 
 
 def dynamic_ntk_base(theta: float, head_dim: int, max_position_embeddings: int, factor: float | None,

@@ -1,0 +1,1 @@
+"""longctx.checkpoints."""

@@ -1,0 +1,66 @@
+"""Every user-facing exception of longctx, importable without torch.
+
+Each message is one line that the CLI prints as ``error: <message>`` with exit code 2. Library callers
+catch the typed class (or its builtin base: ``ValueError`` for bad input, ``OSError`` for files).
+"""
+from __future__ import annotations
+
+__all__ = [
+    "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
+    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
+    "DocumentTruncatedWarning",
+]
+
+
+class LongctxError(Exception):
+    """Base of every longctx exception (one-line message)."""
+
+
+class ConfigError(LongctxError, ValueError):
+    """A configuration that cannot be used (one-line message)."""
+
+
+class WeightError(LongctxError, ValueError):
+    """A checkpoint whose weights cannot be loaded (one-line message naming the file or tensor)."""
+
+
+class TokenizerError(LongctxError, ValueError):
+    """A tokenizer that cannot be built or used (one-line message)."""
+
+
+class ContextLengthError(LongctxError, ValueError):
+    """A request longer than the context the model (or the user) allows."""
+
+
+class ContextLimitError(ContextLengthError):
+    """A grid length (+ answer budget) beyond what the backend allows."""
+
+    def __init__(self, length: int, budget: int, limit: int, n_bad: int) -> None:
+        self.length, self.budget, self.limit, self.n_bad = length, budget, limit, n_bad
+        more = f" ({n_bad} lengths of the grid are too long)" if n_bad > 1 else ""
+        super().__init__(f"length {length} + answer budget {budget} = {length + budget} tokens exceeds the "
+                         f"model's allowed context of {limit} tokens{more}")
+
+
+class CacheFullError(LongctxError, RuntimeError):
+    """Writing past the capacity the request reserved."""
+
+
+class QAError(LongctxError, ValueError):
+    """A question-answering request that cannot be served (one-line message)."""
+
+
+class DocumentError(QAError):
+    """A document that cannot be read or is empty (one-line message)."""
+
+
+class ConfigMismatchError(LongctxError, ValueError):
+    """The results file holds results of another configuration."""
+
+
+class ResultsWarning(UserWarning):
+    """Something in a results file was repaired or skipped."""
+
+
+class DocumentTruncatedWarning(UserWarning):
+    """The document did not fit and was trimmed under an ``overflow="truncate_*"`` policy."""
