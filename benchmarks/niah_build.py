@@ -16,7 +16,7 @@ from longctx.checkpoints.loading import default_model_dir
 from longctx.niah.haystack import TokenizedHaystack, clear_memory_cache, get_haystack
 from longctx.niah.prompt import PromptBuilder, time_build
 from longctx.niah.tasks import make_task
-from longctx.tokenizer.core import load_tokenizer
+from longctx.tokenizer import load_tokenizer
 
 
 def main() -> None:

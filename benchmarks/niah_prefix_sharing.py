@@ -59,7 +59,7 @@ def main() -> None:
     if args.shape:
         from longctx.engine.runtime import random_model
         from longctx.engine.config import get_preset
-        from longctx.tokenizer.core import load_tokenizer
+        from longctx.tokenizer import load_tokenizer
 
         cfg = get_preset(args.shape)
         if args.rope_scaling:

@@ -35,7 +35,7 @@ class TransformersBackend(BaseBackend):
             ``bfloat16`` | ``float16``.
         trust_remote_code: allow the checkpoint's own modelling code (needed for InternLM2).
         tokenizer: a longctx :class:`~longctx.tokenizer.core.Tokenizer` or directory (default: the
-            checkpoint's, loaded with :func:`longctx.tokenizer.core.load_tokenizer`).
+            checkpoint's, loaded with :func:`longctx.tokenizer.load_tokenizer`).
         max_context: longest prompt + answer (default: ``max_position_embeddings`` x the
             dynamic scaling factor, like the native engine).
         attn: transformers ``attn_implementation`` (``sdpa``, ``eager``, ``flash_attention_2``)
@@ -57,7 +57,7 @@ class TransformersBackend(BaseBackend):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
-        from longctx.tokenizer.core import load_tokenizer
+        from longctx.tokenizer import load_tokenizer
 
         if path is None:
             from longctx.checkpoints.loading import default_model_dir

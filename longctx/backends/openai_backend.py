@@ -89,7 +89,7 @@ def fetch_server_tokenizer(client, root: str, cache_dir: str | os.PathLike | Non
     import base64
 
     from longctx.paths import cache_root
-    from longctx.tokenizer.core import load_tokenizer
+    from longctx.tokenizer import load_tokenizer
 
     try:
         r = client.get(root + "/tokenizer")
@@ -219,7 +219,7 @@ class OpenAIBackend(BaseBackend):
         tok, source = None, None
         if tokenizer is not None:
             if isinstance(tokenizer, (str, os.PathLike)):
-                from longctx.tokenizer.core import load_tokenizer
+                from longctx.tokenizer import load_tokenizer
 
                 p = Path(tokenizer).expanduser()
                 if not p.exists():
@@ -238,7 +238,7 @@ class OpenAIBackend(BaseBackend):
                     f"directory), or --approximate-lengths to run with lengths counted by another tokenizer "
                     f"(records are marked APPROXIMATE)")
             from longctx.checkpoints.loading import default_model_dir
-            from longctx.tokenizer.core import load_tokenizer
+            from longctx.tokenizer import load_tokenizer
 
             tok, source = load_tokenizer(default_model_dir()), "approximate:default"
             self.approximate = True

@@ -426,7 +426,7 @@ def default_model_dir() -> Path:
         return out
     from safetensors.torch import save_file
 
-    from longctx.tokenizer.core import save_tokenizer_json, tokenizer_from_gguf
+    from longctx.tokenizer import save_tokenizer_json, tokenizer_from_gguf
 
     raw, reader = gguf_config(gguf_path, name=DEFAULT_MODEL_NAME)
     cfg = from_hf_dict(raw, name=DEFAULT_MODEL_NAME)

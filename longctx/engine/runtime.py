@@ -390,7 +390,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     """
     from longctx.engine.config import load_config
     from longctx.checkpoints.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
-    from longctx.tokenizer.core import load_tokenizer, tokenizer_from_gguf
+    from longctx.tokenizer import load_tokenizer, tokenizer_from_gguf
 
     dev = resolve_device(device)
     if path is None:

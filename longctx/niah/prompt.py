@@ -42,7 +42,7 @@ import numpy as np
 
 from longctx.niah.haystack import TokenizedHaystack, _ids_before
 from longctx.niah.tasks import Task, TaskInstance
-from longctx.tokenizer.core import DEFAULT as DEFAULT_SYSTEM
+from longctx.tokenizer import DEFAULT as DEFAULT_SYSTEM
 
 __all__ = ["AUTO", "DEFAULT_SYSTEM", "Cell", "PromptBuilder", "prompt_sha256", "time_build"]
 

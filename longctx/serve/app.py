@@ -698,7 +698,7 @@ def _tokenizer_payload(tok) -> dict:
     import tempfile
     from pathlib import Path
 
-    from longctx.tokenizer.core import save_tokenizer_json
+    from longctx.tokenizer import save_tokenizer_json
 
     files = {}
     with tempfile.TemporaryDirectory(prefix="longctx-tok-") as d:

@@ -15,7 +15,7 @@ AUSTEN_SAMPLE_CHARS = 200_000
 def default_tokenizer():
     """The embedded default model's tokenizer (SmolLM2, byte-level BPE, ChatML)."""
     from longctx.checkpoints.loading import default_model_dir
-    from longctx.tokenizer.core import load_tokenizer
+    from longctx.tokenizer import load_tokenizer
 
     return load_tokenizer(default_model_dir())
 
@@ -53,10 +53,10 @@ def _sp_training_lines() -> list[str]:
 @lru_cache(maxsize=None)
 def sp_tokenizer():
     """A SentencePiece BPE tokenizer trained here (InternLM2-style: BOS, <|im_start|>/<|im_end|>,
-    internlm2 chat format, byte fallback), loaded through ``longctx.tokenizer.core.load_tokenizer``."""
+    internlm2 chat format, byte fallback), loaded through ``longctx.tokenizer.load_tokenizer``."""
     import sentencepiece as spm
 
-    from longctx.tokenizer.core import load_tokenizer
+    from longctx.tokenizer import load_tokenizer
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
