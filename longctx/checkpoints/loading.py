@@ -439,7 +439,7 @@ def default_model_dir() -> Path:
                    "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
                    "_name_or_path": DEFAULT_MODEL_NAME})
     (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2))
-    tok = tokenizer_from_gguf(gguf_path)
+    tok = tokenizer_from_gguf(reader)  # the reader is open already: no second read of the vocabulary
     save_tokenizer_json(tok, tmp)
     (tmp / "source.json").write_text(json.dumps({
         "model": DEFAULT_MODEL_NAME, "gguf": gguf_path.name, "gguf_sha256": _file_sha256(gguf_path),
