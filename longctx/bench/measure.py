@@ -30,7 +30,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -196,6 +196,26 @@ def _random_ids(vocab: int, length: int, seed: int) -> torch.Tensor:
     return torch.randint(0, vocab, (length,), generator=gen)
 
 
+def timed_runs(device: torch.device, repeats: int, run: Callable[[Any], Any],
+               setup: Callable[[], Any] = lambda: None) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of ``repeats`` calls ``run(setup())``; only ``run`` is timed.
+
+    CUDA is synchronized before and after each timed call; ``run``'s result and ``setup``'s object
+    are dropped after each call (so a KV cache or an output does not outlive its repeat).
+    """
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        arg = setup()
+        _sync(device)
+        c0, t0 = time.process_time(), time.perf_counter()
+        run(arg)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+        del arg
+    return times, cpu_times
+
+
 def engine_point(m, spec: dict, length: int, repeats: int, warmup: int, probe_only: bool) -> dict:
     device = m.device
     cfg = m.config
@@ -208,21 +228,18 @@ def engine_point(m, spec: dict, length: int, repeats: int, warmup: int, probe_on
     free_memory(device)
     method = reset_peak_memory(device)
     base = m.rope_base_for(length)
-    times, cpu_times = [], []
-    kv = 0
-    for _ in range(1 if probe_only else repeats):
+    # probe: the KV cache of L plus one chunk is the memory peak of the full prefill
+    timed_ids = ids[: min(length, m.chunk_size)] if probe_only else ids
+    kv_sizes: list[int] = []
+
+    def new_cache():
         cache = m.new_cache(length)
-        kv = cache.nbytes
-        _sync(device)
-        c0, t0 = time.process_time(), time.perf_counter()
-        if probe_only:  # the KV cache of L plus one chunk: the memory peak of the full prefill
-            m.prefill(ids[: min(length, m.chunk_size)], cache, base)
-        else:
-            m.prefill(ids, cache, base)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
-        del cache
+        kv_sizes.append(cache.nbytes)
+        return cache
+
+    times, cpu_times = timed_runs(device, 1 if probe_only else repeats, lambda cache: m.prefill(timed_ids, cache, base),
+                                  setup=new_cache)
+    kv = kv_sizes[-1]
     peak = read_peak_memory(device, method)
     free_memory(device)
     return {"times": times, "cpu_times": cpu_times, "peak": peak, "kv": kv, "weights": module_bytes(m.net), "mem_method": method,
@@ -253,15 +270,7 @@ def baseline_point(model, spec: dict, length: int, repeats: int, warmup: int) ->
         del out
         free_memory(device)
         method = reset_peak_memory(device)
-        times, cpu_times = [], []
-        for _ in range(repeats):
-            _sync(device)
-            c0, t0 = time.process_time(), time.perf_counter()
-            out = model(input_ids=ids, use_cache=True, **{kw: 1})
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
-            del out
+        times, cpu_times = timed_runs(device, repeats, lambda _: model(input_ids=ids, use_cache=True, **{kw: 1}))
     peak = read_peak_memory(device, method)
     free_memory(device)
     dtype = torch_dtype(spec["dtype"])
