@@ -98,8 +98,8 @@ async def read_body(request: Request, svc: ModelService = Depends(get_service)) 
                                code="request_too_large")
             chunks.append(piece)
     except ClientDisconnect:
-        client = f"{request.client.host}:{request.client.port}" if request.client else "client"
-        raise ClientGone(f"{client} disconnected after {size} of {declared or '?'} body bytes "
+        client = f"client {request.client.host}:{request.client.port}" if request.client else "a client"
+        raise ClientGone(f"{client} disconnected after sending {size} of {declared or '?'} body bytes "
                          f"({request.method} {request.url.path})") from None
     return b"".join(chunks)
 
@@ -179,7 +179,7 @@ async def _http(request: Request, exc: StarletteHTTPException) -> Response:
 
 
 async def _client_gone(request: Request, exc: ClientGone) -> Response:
-    log.warning("client disconnected mid-request: %s", exc)
+    log.warning("%s", exc)  # one line: a client that goes away is not a server error
     return Response(status_code=499)  # nobody reads it
 
 
