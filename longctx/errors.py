@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
     "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
-    "DocumentTruncatedWarning",
+    "DocumentTruncatedWarning", "ServeError",
 ]
 
 
@@ -64,3 +64,7 @@ class ResultsWarning(UserWarning):
 
 class DocumentTruncatedWarning(UserWarning):
     """The document did not fit and was trimmed under an ``overflow="truncate_*"`` policy."""
+
+
+class ServeError(LongctxError, OSError):
+    """The server cannot start: its address does not resolve or its port is in use (one-line message)."""

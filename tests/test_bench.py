@@ -7,7 +7,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from longctx.bench import core as bench
+from longctx.bench import flops, spec
+from longctx.bench import runner as bench_runner
+from longctx.bench.report import report_to_markdown
 from longctx.cli import bench_cmd
 from longctx.engine.config import get_preset
 
@@ -29,26 +31,26 @@ def _app() -> typer.Typer:
 def test_flops_hand_computed():
     cfg = get_preset("tiny")  # hidden 64, intermediate 160, 2 layers, 4 heads / 2 KV heads, head_dim 16, vocab 512
     # per layer: wqkv 64*(4+2*2)*16 = 8192, wo 4*16*64 = 4096, mlp 3*64*160 = 30720 -> 43008; x 2 layers
-    assert bench.nonembedding_params(cfg) == 86016
-    fl = bench.prefill_flops(cfg, 100)
+    assert cfg.nonembedding_parameters() == 86016
+    fl = flops.prefill_flops(cfg, 100)
     assert fl["linear"] == 2 * 86016 * 100 + 2 * 64 * 512 == 17_268_736
     assert fl["attention"] == 2 * 2 * (100 ** 2 // 2) * 4 * 16 * 2 == 2_560_000
     assert fl["total"] == 19_828_736
 
 
 def test_flops_7b_200k_order_of_magnitude():
-    fl = bench.prefill_flops(get_preset("internlm2-chat-7b"), 200_000)
+    fl = flops.prefill_flops(get_preset("internlm2-chat-7b"), 200_000)
     # attention 2 * L^2 * 32 * 128 * 32 ~ 1.05e16; linear ~ 2 * 6.98e9 * 2e5 ~ 2.8e15
     assert 1.0e16 < fl["attention"] < 1.1e16
     assert 2.7e15 < fl["linear"] < 2.9e15
 
 
 def test_parse_lengths():
-    assert bench.parse_lengths("512, 256,256") == [256, 512]
-    assert bench.parse_lengths("8K,2k") == [2048, 8192]
+    assert spec.parse_lengths("512, 256,256") == [256, 512]
+    assert spec.parse_lengths("8K,2k") == [2048, 8192]
     for bad in ("", "abc", "12,-3", "0", "1.5"):
         with pytest.raises(ValueError):
-            bench.parse_lengths(bad)
+            spec.parse_lengths(bad)
 
 
 def test_kv_cache_bytes_matches_engine():
@@ -57,7 +59,7 @@ def test_kv_cache_bytes_matches_engine():
     from longctx.engine.runtime import random_model
 
     m = random_model("tiny", device="cpu", dtype="float32")
-    assert bench.kv_cache_bytes(m.config, 300, torch.float32) == m.new_cache(300).nbytes
+    assert flops.kv_cache_bytes(m.config, 300, torch.float32) == m.new_cache(300).nbytes
 
 
 @pytest.mark.parametrize("argv", [["--lengths", "12,abc"], ["--lengths", ""], ["--lengths", "0"], ["--lengths", "-5"]])
@@ -93,7 +95,7 @@ def test_tiny_random_in_process(tmp_path):
         assert p["status"] == "ok", p
         assert p["seconds"] > 0 and len(p["seconds_all"]) == 2
         assert p["tokens_per_s"] == pytest.approx(p["length"] / p["seconds"])
-        assert p["flops"] == bench.prefill_flops(get_preset("tiny"), p["length"])["total"]
+        assert p["flops"] == flops.prefill_flops(get_preset("tiny"), p["length"])["total"]
         assert p["kv_cache_bytes"] == 2 * 2 * 2 * 16 * p["length"] * 4
         assert p["weights_bytes"] > 0 and p["peak_mem_bytes"] > 0
         assert p["cpu_seconds"] > 0 and p["chunk_path" if p["impl"] == "longctx" else "attn"]
@@ -107,19 +109,19 @@ def test_tiny_random_in_process(tmp_path):
 
 
 def test_tiny_random_isolated_and_budget():
-    rep = bench.run_prefill_bench(bench.BenchOptions(lengths=[96], preset="tiny", random_weights=True,
+    rep = bench_runner.run_prefill_bench(spec.BenchOptions(lengths=[96], preset="tiny", random_weights=True,
                                                      baseline="none", isolate=True, rounds=2), log=lambda s: None)
-    (p,) = rep["results"]
+    (p,) = rep.results
     assert p["status"] == "ok", p
-    assert p["rounds"] == 2 and len(p["seconds_rounds"]) == 2 and len(rep["rounds_raw"]) == 2
+    assert p["rounds"] == 2 and len(p["seconds_rounds"]) == 2 and len(rep.rounds_raw) == 2
     assert min(p["seconds_rounds"]) <= p["seconds"] <= max(p["seconds_rounds"])
     assert p["runtime_bytes"] > 0 and p["net_peak_bytes"] == p["peak_mem_bytes"] - p["runtime_bytes"]
     assert p["mem_method"] in ("VmHWM", "ru_maxrss")
-    rep = bench.run_prefill_bench(bench.BenchOptions(lengths=[64, 128], preset="tiny", random_weights=True,
+    rep = bench_runner.run_prefill_bench(spec.BenchOptions(lengths=[64, 128], preset="tiny", random_weights=True,
                                                      baseline="none", isolate=False, time_budget=1e-6),
                                   log=lambda s: None)
-    assert [p["status"] for p in rep["results"]] == [bench.SKIP_BUDGET] * 2
-    assert "skipped (time budget)" in bench.report_to_markdown(rep)
+    assert [p["status"] for p in rep.results] == [bench_runner.SKIP_BUDGET] * 2
+    assert "skipped (time budget)" in report_to_markdown(rep)
 
 
 @pytest.mark.slow

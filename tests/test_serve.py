@@ -1,7 +1,7 @@
 """``longctx serve`` on loopback with the default model, driven by the official ``openai`` client and raw HTTP.
 
-One server subprocess per module (127.0.0.1, a free port, ``--api-key``, ``--max-queue 8``),
-terminated in the fixture's teardown. Tests that depend on the queue state run in file order.
+One server subprocess per module (127.0.0.1, a free port, ``--api-key``, ``--max-queue 8``,
+``--max-body-bytes 12000000``), terminated in the fixture's teardown. Tests that depend on the queue state run in file order.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ pytest.importorskip("uvicorn")
 
 API_KEY = "test-key-123"
 MAX_QUEUE = 8
+MAX_BODY = 12_000_000
 
 
 def free_port() -> int:
@@ -98,7 +99,7 @@ def start_server(*args: str, api_key: str | None = None, timeout: float = 180) -
 
 @pytest.fixture(scope="module")
 def server():
-    srv = start_server("--max-queue", str(MAX_QUEUE), api_key=API_KEY)
+    srv = start_server("--max-queue", str(MAX_QUEUE), "--max-body-bytes", str(MAX_BODY), api_key=API_KEY)
     try:
         yield srv
     finally:
@@ -365,6 +366,86 @@ def test_load_50_requests_8_concurrent(server, client, model_id):
     assert after["failed"] == before["failed"] and after["rejected"] == before["rejected"]
 
 
+# ----------------------------------------------------------------------------------------------
+# Hardening: the event loop stays free, bodies are bounded, bad seeds and dropped uploads are clean
+# ----------------------------------------------------------------------------------------------
+def test_health_stays_fast_while_a_10mb_prompt_is_rejected(server, model_id):
+    """Tokenizing a 10 MB prompt takes tens of seconds here; /health must answer in < 100 ms meanwhile."""
+    unit = " International Business Machines Corporation"
+    text = (unit * (10_000_000 // len(unit) + 1))[:10_000_000]
+    done: dict = {}
+
+    def big() -> None:
+        done["resp"] = post(server, "/v1/completions", {"model": model_id, "prompt": text, "max_tokens": 1},
+                            timeout=600)
+
+    th = threading.Thread(target=big)
+    lat: list[float] = []
+    with httpx.Client(timeout=10) as hc:
+        hc.get(server.url + "/health")  # an open connection: the pings measure the server, not the handshake
+        th.start()
+        time.sleep(1.0)  # the body is uploaded and being tokenized
+        while th.is_alive() and len(lat) < 30:
+            t0 = time.perf_counter()
+            assert hc.get(server.url + "/health").status_code == 200
+            lat.append(time.perf_counter() - t0)
+            time.sleep(0.05)
+        in_flight = th.is_alive()
+    th.join()
+    assert in_flight and len(lat) == 30, (len(lat), "the request ended before the pings did")
+    print(f"\n/health while a 10 MB prompt is tokenized: {len(lat)} pings, median {sorted(lat)[len(lat) // 2] * 1000:.1f} ms, "
+          f"max {max(lat) * 1000:.1f} ms")
+    assert max(lat) < 0.1, [round(x, 3) for x in lat]
+    r = done["resp"]
+    assert r.status_code == 400 and error_of(r)["code"] == "context_length_exceeded", r.text[:300]
+
+
+def test_body_over_the_limit_is_413(server, model_id):
+    pad = b" " * (MAX_BODY + 1 - len(b'{"prompt": "hi"}'))
+    r = post(server, "/v1/completions", b'{"prompt": "hi"}' + pad, raw=True)
+    assert r.status_code == 413, r.text
+    err = error_of(r)
+    assert err["code"] == "request_too_large" and str(MAX_BODY) in err["message"]
+    # a declared size over the limit is refused before any of the body is read
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 1000000000000\r\n\r\n{")
+        head = s.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert post(server, "/tokenize", {"prompt": "x" * 1000}).status_code == 200  # under the limit: served
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, -(2 ** 63) - 1, 10 ** 30])
+def test_seed_out_of_range_is_400(server, model_id, seed):
+    r = post(server, "/v1/completions", {"model": model_id, "prompt": "hi", "max_tokens": 1, "seed": seed})
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert err["code"] == "invalid_request" and err["param"] == "seed"
+
+
+def test_largest_seed_is_accepted(server, model_id):
+    r = post(server, "/v1/completions", {"model": model_id, "prompt": "hi", "max_tokens": 1, "seed": 2 ** 64 - 1,
+                                         "temperature": 1.0})
+    assert r.status_code == 200, r.text
+
+
+def test_client_gone_mid_body_is_one_log_line(server):
+    before = server.log_tail()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+                  b'{"prompt": "')
+        time.sleep(0.3)  # the handler is waiting for the rest of the body
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "disconnected" not in server.log.read_text():
+        time.sleep(0.1)
+    new = server.log.read_text()[len(before):] if server.log.read_text().startswith(before) else server.log.read_text()
+    lines = [ln for ln in new.splitlines() if ln.strip()]
+    assert len([ln for ln in lines if "disconnected" in ln]) == 1, new
+    assert "Traceback" not in new and "disconnected after sending 12 of 1000 body bytes" in new, new
+    assert server.health()["status"] == "ok"
+
+
 def test_server_still_healthy_at_the_end(server, client, model_id):
     assert server.proc.poll() is None
     h = server.health()
@@ -383,9 +464,66 @@ def test_cli_rejects_bad_options_before_loading():
     assert r.returncode == 2 and "--max-queue" in r.stderr
 
 
-def test_stop_holdback():
-    from longctx.serve.app import _stop_holdback
+def _serve_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    run_env = dict(os.environ, **(env or {}))
+    run_env.pop("LONGCTX_API_KEY", None)
+    return subprocess.run([sys.executable, "-m", "longctx", "serve", *args], capture_output=True, text=True,
+                          timeout=120, env=run_env)
 
-    assert _stop_holdback("abc", ["cde"]) == 1
-    assert _stop_holdback("abcd", ["cdx", "bcdy"]) == 3
-    assert _stop_holdback("abc", ["xyz"]) == 0
+
+def test_cli_refuses_an_empty_api_key():
+    for key in ("", "  "):
+        r = _serve_cli("--api-key", key, "--port", str(free_port()))
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --api-key must not be empty"), r.stderr
+
+
+def test_library_refuses_an_empty_api_key():
+    from longctx.engine.runtime import random_model
+    from longctx.errors import ConfigError
+    from longctx.serve.app import create_app
+
+    with pytest.raises(ConfigError, match="API key must not be empty"):
+        create_app(random_model("tiny", device="cpu", dtype="float32"), api_key="")
+
+
+def test_cli_port_in_use_fails_before_loading_the_model(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        t0 = time.monotonic()
+        # a model path that does not exist: had the model been loaded first, that would be the error
+        r = _serve_cli("--port", str(port), "--model", str(tmp_path / "no-such-model"))
+        wall = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: port {port} on 127.0.0.1 is already in use (choose another with --port)"], r.stderr
+    assert "Traceback" not in r.stderr and wall < 60
+
+
+def test_tokenizer_process_gives_the_tokenizers_own_ids():
+    from longctx.engine.runtime import load_model
+    from longctx.serve.tokenproc import BIG_TEXT_CHARS, TokenizerProcess
+
+    tok = load_model(None, device="cpu").tokenizer
+    unit = " Once upon a time <|im_end|> in 1999, naïve café\n"
+    text = (unit * (BIG_TEXT_CHARS // len(unit) + 1))[:BIG_TEXT_CHARS + 7]
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+    tp = TokenizerProcess(tok)
+    try:
+        assert tp.encode(text) == tok.encode(text)
+        assert tp.chat_ids(msgs) == tok.chat_ids(msgs)
+        assert tp.chat_ids(msgs, add_generation_prompt=False) == tok.chat_ids(msgs, add_generation_prompt=False)
+        assert tp._pool is not None and not tp._broken  # the long text really went to the child
+    finally:
+        tp.close()
+
+
+def test_stop_holdback():
+    from longctx.serve.worker import stop_holdback
+
+    assert stop_holdback("abc", ["cde"]) == 1
+    assert stop_holdback("abcd", ["cdx", "bcdy"]) == 3
+    assert stop_holdback("abc", ["xyz"]) == 0

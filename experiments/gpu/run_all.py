@@ -119,7 +119,7 @@ def step_env() -> None:
             "        if name == 'gguf' or name.startswith('gguf.'):\n"
             "            raise ImportError('gguf blocked')\n"
             "sys.meta_path.insert(0, B())\n"
-            "import longctx.engine.runtime, longctx.bench.core, longctx.engine.attention, longctx.engine.model\n"
+            "import longctx.engine.runtime, longctx.bench.runner, longctx.engine.attention, longctx.engine.model\n"
             "print('imports without gguf: ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     info["imports_without_gguf"] = r.returncode == 0
@@ -272,19 +272,21 @@ def step_probe() -> None:
 
 
 def _bench(name: str, budget: float, **kw) -> None:
-    from longctx.bench import core as bench
+    from longctx.bench.report import report_to_text, write_json
+    from longctx.bench.runner import run_prefill_bench
+    from longctx.bench.spec import BenchOptions
 
-    opts = bench.BenchOptions(**kw)
+    opts = BenchOptions(**kw)
     opts.time_budget = max(5.0, budget)
     path = OUT / f"bench_{name}.json"
 
     def save(rep):
-        bench.write_json(rep, path)
+        write_json(rep, path)
 
     step_log(f"{name}: {json.dumps({k: v for k, v in kw.items()})} budget {opts.time_budget:.0f}s")
-    rep = bench.run_prefill_bench(opts, log=step_log, on_point=save)
+    rep = run_prefill_bench(opts, log=step_log, on_point=save)
     save(rep)
-    step_log(bench.report_to_text(rep))
+    step_log(report_to_text(rep))
 
 
 def _budget_arg() -> float:
@@ -419,7 +421,7 @@ def checks(benches: dict) -> list[dict]:
 
 
 def summarize(steps: list[dict], t_start: float) -> None:
-    from longctx.bench import core as B
+    from longctx.bench import report as B
 
     env = _load("env.json")
     pyt = _load("pytest.json")

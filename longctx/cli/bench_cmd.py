@@ -1,6 +1,7 @@
 """``longctx bench prefill``: prefill speed and memory, engine against transformers.
 
-Registered on the app with ``bench_cmd.register(app)``; the measuring lives in :mod:`longctx.bench.core`.
+Registered on the app with ``bench_cmd.register(app)``; the measuring lives in :mod:`longctx.bench`
+(``spec`` options, ``runner`` the run, ``report`` the JSON / Markdown / tables).
 """
 from __future__ import annotations
 
@@ -32,26 +33,29 @@ def prefill(
     seed: int = typer.Option(0, "--seed", help="Seed for random weights and token ids."),
 ) -> None:
     """Time prefill at several prompt lengths: seconds, tokens/s, TFLOP/s, % of a matmul peak, peak memory."""
-    from longctx.bench import core as bench
+    # torch is imported only when the command runs, so `longctx --help` stays fast
+    from longctx.bench.report import BenchReport, report_to_text, write_json, write_markdown
+    from longctx.bench.runner import run_prefill_bench
+    from longctx.bench.spec import BenchOptions, parse_lengths
 
     try:
-        lens = bench.parse_lengths(lengths)
+        lens = parse_lengths(lengths)
     except ValueError as e:
         raise CliError(str(e)) from None
-    opts = bench.BenchOptions(lengths=lens, model=model, preset=preset, random_weights=random_weights, chunk=chunk,
-                              baseline=baseline, dtype=dtype, device=device, attn=attn, rope_scaling=rope_scaling,
-                              repeats=repeats, rounds=rounds, threads=threads, time_budget=time_budget, isolate=isolate, seed=seed)
+    opts = BenchOptions(lengths=lens, model=model, preset=preset, random_weights=random_weights, chunk=chunk,
+                        baseline=baseline, dtype=dtype, device=device, attn=attn, rope_scaling=rope_scaling,
+                        repeats=repeats, rounds=rounds, threads=threads, time_budget=time_budget, isolate=isolate, seed=seed)
     opts.validate()
 
-    def save(report: dict) -> None:
+    def save(report: BenchReport) -> None:
         if json_out:
-            bench.write_json(report, json_out)
+            write_json(report, json_out)
 
-    report = bench.run_prefill_bench(opts, on_point=save)
+    report = run_prefill_bench(opts, on_point=save)
     save(report)
     if markdown_out:
-        bench.write_markdown(report, markdown_out)
-    typer.echo(bench.report_to_text(report))
+        write_markdown(report, markdown_out)
+    typer.echo(report_to_text(report))
     if json_out:
         typer.echo(f"wrote {json_out}", err=True)
     if markdown_out:

@@ -142,15 +142,20 @@ class ModelConfig:
             return self.max_position_embeddings
         return max(int(self.max_position_embeddings * self.rope_scaling.factor), DYNAMIC_CONTEXT_CAP)
 
-    def num_parameters(self) -> int:
-        """Parameter count (embeddings and output counted separately unless tied)."""
+    def nonembedding_parameters(self) -> int:
+        """N: the weights every token multiplies (wqkv, wo, w1, w3, w2 of every layer; no norms, no embeddings)."""
         d, h = self.hidden_size, self.head_dim
         qkv = d * (self.num_heads + 2 * self.num_kv_heads) * h
         attn = qkv + self.num_heads * h * d
         mlp = 3 * d * self.intermediate_size
-        layer = attn + mlp + 2 * d
+        return self.num_layers * (attn + mlp)
+
+    def num_parameters(self) -> int:
+        """Parameter count (embeddings and output counted separately unless tied)."""
+        d = self.hidden_size
+        norms = self.num_layers * 2 * d + d
         emb = self.vocab_size * d
-        return self.num_layers * layer + emb * (1 if self.tie_word_embeddings else 2) + d
+        return self.nonembedding_parameters() + norms + emb * (1 if self.tie_word_embeddings else 2)
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         """KV-cache bytes one token costs over all layers."""

@@ -50,7 +50,9 @@ class _HFBackend:
         return self.tk.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.tk.encode(text, add_special_tokens=False).ids
+        # encode_batch releases the GIL (encode does not): a server thread tokenizing a long prompt
+        # then leaves the event loop free. Same ids as encode.
+        return self.tk.encode_batch([text], add_special_tokens=False)[0].ids
 
     def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tk.encode(text, add_special_tokens=False)
