@@ -234,7 +234,7 @@ class TokenizedHaystack:
         whitespace holding a newline (after a sentence end), the token itself starts with
         non-whitespace.  ``decode`` is the tokenizer's ``decode`` (ids -> text)."""
         n, out = len(self.ids), []
-        for b in self.boundaries[1:-1].tolist():
+        for b in self.boundaries[1:-1].tolist() if limit > 0 else ():
             j = b
             while j < n and decode([int(self.ids[j])]).isspace():
                 j += 1

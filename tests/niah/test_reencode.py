@@ -148,6 +148,18 @@ def test_paragraph_break_cuts_are_repaired():
         assert tok.decode(cell.ids[cell.prefix_tokens:cell.prefix_tokens + 3].tolist())[:1].isalpha()
 
 
+def test_no_canonical_start_is_a_one_line_error(monkeypatch):
+    import longctx.niah.prompt as P
+
+    tok = default_tokenizer()
+    hs = TokenizedHaystack.from_text(_breaks_text(), tok, name="breaks", cache=False)
+    L = next(L for L in range(400, 520) if PromptBuilder(tok, hs, make_task("single")).build(L, 50.0).haystack_start)
+    monkeypatch.setattr(P, "MAX_STARTS", 0)
+    with pytest.raises(ValueError, match=rf"^cannot build a re-encodable {L}-token prompt at depth 50 .*breaks") as ei:
+        PromptBuilder(tok, hs, make_task("single")).build(L, 50.0)
+    assert "\n" not in str(ei.value)
+
+
 def test_depth_100_follows_the_last_sentence_end(tok, austen):
     b = PromptBuilder(tok, austen, make_task("single"))
     for L in range(300, 4000, 37):
