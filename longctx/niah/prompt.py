@@ -19,14 +19,14 @@ pieces after the haystack and each needle as they tokenize after a sentence end 
 
 Re-encodable: :func:`~longctx.niah.seams.reencode` of the decoded prompt (control tokens
 shown, as ``--dump-prompts`` writes it) gives exactly ``Cell.ids``.  Splicing can break
-that at a seam -- a haystack cut inside a paragraph break followed by ``"\n\n" + question``
+that at a seam -- a haystack cut inside a paragraph break followed by ``"\\n\\n" + question``
 (``Ċ Ċ Ċ`` where the tokenizer makes ``ĊĊ Ċ``), a cut inside a multi-byte character, a
 needle before punctuation that merges with its final period -- so every cell's seams are
 checked (:func:`~longctx.niah.seams.haystack_seams_canonical`, a few sentences around each
 seam).  No token budget can absorb such a seam (a newline run costs 1-2 tokens whatever its
 length), so the fallback moves the window instead: the haystack is then taken from the
 corpus's next paragraph start (``Cell.haystack_start``; same length, same needle rule),
-tried in order, the first canonical one kept -- deterministic, and rare (about 1 cell in
+tried in order, the first canonical one kept -- deterministic, and rare (1-2 cells in
 100 on the built-in corpora; such a cell does not share the sweep's common prefix).
 
 Depth: the needle for depth ``d`` goes to ``p = floor(d/100 * H)`` (``d = 100`` -> ``H``)
