@@ -6,7 +6,7 @@ text -- e.g. a haystack cut inside a paragraph break followed by ``"\\n\\n" + qu
 ``Ċ Ċ Ċ`` where the tokenizer merges the newline run into ``ĊĊ Ċ``.  The contract the prompt
 builder keeps: :func:`reencode` of the decoded prompt (control tokens shown) gives exactly the
 ids the model saw.  :func:`seams_canonical` checks it cheaply, window by window around each
-seam, so a cell of any length is verified in well under a millisecond per seam.
+seam, so a cell of any length is verified in milliseconds (a 200K-token cell builds in ~10 ms).
 """
 
 from __future__ import annotations
