@@ -236,6 +236,12 @@ def served(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_default_model_finds_most_needles(native_results):
+    assert len(native_results) == 6 and all(r["error"] is None for r in native_results.values())
+    assert sum(r["score"] for r in native_results.values()) >= 3  # at 300 / 600 tokens
+
+
+@pytest.mark.slow
 def test_needle_openai_backend_matches_native(served, native_results, tmp_path):
     out = tmp_path / "openai.jsonl"
     r = _needle(out, "--backend", "openai", "--base-url", served.base_url, "--api-key-env", "LONGCTX_TEST_KEY",

@@ -16,8 +16,11 @@ A :class:`TokenizedHaystack` holds
   ``"green. The sky"`` the boundary is the token ``" The"``: a needle spliced there reads
   ``"green. <needle> The sky"``.
 
-Longer-than-corpus requests repeat the corpus, joined by the tokens of a paragraph break
-(``sep_ids``); positions and boundaries then refer to that repeated stream.
+The text is tokenized stripped of leading and trailing whitespace (``corpus_sha256`` is still
+the sha256 of the text as given), so a prompt's haystack never starts or ends on the corpus's
+own surrounding whitespace.  Longer-than-corpus requests repeat the corpus, joined by the
+tokens of a paragraph break (``sep_ids``); positions and boundaries then refer to that
+repeated stream, and the joins tokenize the way the joined text does.
 
 Cache: ``cache_root()/haystacks/<corpus sha256>-<tokenizer fingerprint>-v<FORMAT>.npz``
 with arrays ``ids`` (int32), ``boundaries`` (int64), ``sep_ids`` (int32) and ``meta`` (a
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from longctx.data import BUILTIN_HAYSTACKS, corpus_sha256, load_haystack_text, read_haystack_path
+from longctx.niah.seams import ids_before
 from longctx.paths import cache_root
 
 __all__ = [
@@ -51,7 +55,7 @@ __all__ = [
     "split_pieces",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: text stripped before tokenizing
 PIECE_CHARS = 100_000
 
 # Terminator run + optional closers, then whitespace / end (Latin) or anything (CJK).
@@ -225,6 +229,21 @@ class TokenizedHaystack:
         allb = np.concatenate([unit, later])  # ascending, no duplicates by construction
         return allb[: int(np.searchsorted(allb, int(n_tokens), side="right"))]
 
+    def paragraph_starts(self, decode, limit: int) -> list[int]:
+        """The first ``limit`` corpus positions that start a paragraph: the tokens before are
+        whitespace holding a newline (after a sentence end), the token itself starts with
+        non-whitespace.  ``decode`` is the tokenizer's ``decode`` (ids -> text)."""
+        n, out = len(self.ids), []
+        for b in self.boundaries[1:-1].tolist() if limit > 0 else ():
+            j = b
+            while j < n and decode([int(self.ids[j])]).isspace():
+                j += 1
+            if b < j < n and "\n" in decode(self.ids[b:j].tolist()) and not decode([int(self.ids[j])])[:1].isspace():
+                out.append(j)
+                if len(out) == limit:
+                    break
+        return out
+
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_text(
@@ -258,8 +277,9 @@ class TokenizedHaystack:
                 _MEMO[key] = loaded
                 return loaded
         t0 = time.perf_counter()
-        ids, bounds = _tokenize(text, tokenizer, piece_chars)
-        sep = _ids_before(tokenizer, "\n\n", text.lstrip()[:16])
+        body = text.strip()
+        ids, bounds = _tokenize(body, tokenizer, piece_chars)
+        sep = ids_before(tokenizer, "\n\n", body[:16])
         elapsed = time.perf_counter() - t0
         meta = {
             "name": name,
@@ -288,17 +308,6 @@ _MEMO: dict[tuple[str, str], TokenizedHaystack] = {}
 def clear_memory_cache() -> None:
     """Forgets the haystacks kept in memory (the disk cache stays)."""
     _MEMO.clear()
-
-
-def _ids_before(tokenizer, text: str, follower: str) -> list[int]:
-    """Ids of ``text`` as they come out when ``follower`` follows it (e.g. a paragraph
-    break before a word), falling back to ``encode(text)``."""
-    if follower:
-        both = tokenizer.encode(text + follower)
-        tail = tokenizer.encode(follower)
-        if tail and len(both) >= len(tail) and both[len(both) - len(tail):] == tail:
-            return list(both[: len(both) - len(tail)])
-    return list(tokenizer.encode(text))
 
 
 def _tokenize(text: str, tokenizer, piece_chars: int) -> tuple[np.ndarray, np.ndarray]:

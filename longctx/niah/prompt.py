@@ -1,4 +1,4 @@
-"""Exact-length NIAH prompts built from token ids (no torch, no decode->re-encode).
+"""Exact-length NIAH prompts spliced from token ids (no torch; checked to re-encode exactly).
 
 A cell of length L is a prompt of EXACTLY L token ids as the model receives them::
 
@@ -15,15 +15,30 @@ is dropped (BOS kept) and the answer prefix, if any, follows the question after 
 Every fixed text piece is encoded once with ``tokenizer.encode`` (no BOS); the chat
 skeleton comes from ``tokenizer.chat_segments`` (control tokens by id).  The piece just
 before the haystack is encoded as it tokenizes when the haystack text follows it, and the
-pieces after the haystack and each needle as they tokenize after a sentence end ("...x."),
-so for byte-level BPE the prompt equals ``tokenizer.chat_ids`` of the decoded text whenever
-re-encoding is exact.
+pieces after the haystack and each needle as they tokenize after a sentence end ("...x.").
 
-Depth: the needle for depth ``d`` goes to ``p = floor(d/100 * H)`` moved back to the
-nearest sentence boundary ``b <= p`` (``d = 0`` -> 0, ``d = 100`` -> ``H``).  The recorded
-(actual) depth is ``100 * b / H`` -- the needle start as a percentage of the haystack
-tokens, counted in haystack-only coordinates (other needles excluded).  Needles sharing a
-boundary keep the task's order.
+Re-encodable: :func:`~longctx.niah.seams.reencode` of the decoded prompt (control tokens
+shown, as ``--dump-prompts`` writes it) gives exactly ``Cell.ids``.  Splicing can break
+that at a seam -- a haystack cut inside a paragraph break followed by ``"\\n\\n" + question``
+(``Ċ Ċ Ċ`` where the tokenizer makes ``ĊĊ Ċ``), a cut inside a multi-byte character, a
+needle before punctuation that merges with its final period -- so every cell's seams are
+checked (:func:`~longctx.niah.seams.haystack_seams_canonical`, a few sentences around each
+seam).  No token budget can absorb such a seam (a newline run costs 1-2 tokens whatever its
+length), so the fallback moves the window instead: the haystack is then taken from the
+corpus's next paragraph start (``Cell.haystack_start``; same length, same needle rule),
+tried in order, the first canonical one kept -- deterministic, and rare (1-2 cells in
+100 on the built-in corpora; such a cell does not share the sweep's common prefix).
+
+Depth: the needle for depth ``d`` goes to ``p = floor(d/100 * H)`` (``d = 100`` -> ``H``)
+moved back to the nearest sentence boundary ``b <= p``: the needle always follows a
+complete sentence, at every depth.  ``d = 0`` (or a boundary at 0) puts it before the first
+sentence, as its own paragraph.  At ``d = 100`` the needle follows the last sentence that
+ends inside the ``H`` haystack tokens, and the rest of the cut-off sentence follows the
+needle -- as at every other depth the haystack is exactly ``H`` corpus tokens, so the prompt
+keeps exactly ``L`` tokens without padding and no sentence is cut before a needle.  The
+recorded (actual) depth is ``100 * b / H`` -- the needle start as a percentage of the
+haystack tokens, counted in haystack-only coordinates (other needles excluded); short cells
+can snap far (recorded).  Needles sharing a boundary keep the task's order.
 
 ``Cell.ids`` is an ``np.ndarray`` of ``int32`` (use ``cell.tolist()`` or
 ``torch.from_numpy(cell.ids)``); ``Cell.prompt_sha256`` is the SHA-256 hex of
@@ -40,11 +55,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from longctx.niah.haystack import TokenizedHaystack, _ids_before
+from longctx.niah.haystack import TokenizedHaystack
+from longctx.niah.seams import haystack_seams_canonical, ids_after, ids_before, reencode
 from longctx.niah.tasks import Task, TaskInstance
 from longctx.tokenizer import DEFAULT as DEFAULT_SYSTEM
 
-__all__ = ["AUTO", "DEFAULT_SYSTEM", "Cell", "PromptBuilder", "prompt_sha256", "time_build"]
+__all__ = ["AUTO", "DEFAULT_SYSTEM", "MAX_STARTS", "Cell", "PromptBuilder", "prompt_sha256", "reencode", "time_build"]
 
 
 class _Auto:
@@ -57,6 +73,7 @@ class _Auto:
 AUTO: Any = _Auto()
 _MARK = -1  # placeholder int for the haystack inside chat_segments
 _AFTER_CONTEXT = "Done."  # what the post-haystack / needle pieces are encoded after
+MAX_STARTS = 64  # paragraph starts tried when a seam is not canonical at the corpus start
 
 
 def prompt_sha256(ids: np.ndarray | Sequence[int]) -> str:
@@ -80,6 +97,8 @@ class Cell:
             derived per-cell seed.
         haystack_repeated: whether the corpus had to be repeated.
         haystack_tokens: ``H``, haystack tokens in the prompt (needles excluded).
+        haystack_start: the corpus token the haystack starts at (0, or a paragraph start when
+            the corpus start gives a seam that does not re-encode; see :meth:`PromptBuilder.build`).
         prefix_tokens: tokens before the haystack (BOS, template, instruction).
         suffix_tokens: tokens after the haystack (question, end of turn, generation prefix,
             answer prefix); ``ids[prefix_tokens:length - suffix_tokens]`` is haystack + needles.
@@ -104,6 +123,7 @@ class Cell:
     cell_seed: int
     haystack_repeated: bool
     haystack_tokens: int
+    haystack_start: int
     prefix_tokens: int
     suffix_tokens: int
     first_needle_start: int
@@ -130,13 +150,15 @@ class Cell:
             "seed": self.seed, "cell_seed": self.cell_seed, "needles": self.needles,
             "expected": self.expected, "metric": self.metric, "answer_budget": self.answer_budget,
             "haystack_repeated": self.haystack_repeated, "haystack_tokens": self.haystack_tokens,
+            "haystack_start": self.haystack_start,
             "prompt_sha256": self.prompt_sha256,
         }
 
     def verify(self, decode: bool = True) -> None:
         """Raises ``AssertionError`` unless the length is exact and every needle's ids occur
         exactly once in ``ids`` at its recorded span (and, with ``decode``, its text occurs
-        exactly once in the decoded prompt)."""
+        exactly once in the decoded prompt and the decoded prompt re-encodes to ``ids``, see
+        :func:`~longctx.niah.seams.reencode`)."""
         if len(self.ids) != self.target_length:
             raise AssertionError(f"prompt has {len(self.ids)} tokens, {self.target_length} wanted")
         for nd, nid in zip(self.needles, self._needle_ids):
@@ -150,6 +172,10 @@ class Cell:
                 c = text.count(t)
                 if c != 1:
                     raise AssertionError(f"needle text {t!r} occurs {c} times in the decoded prompt")
+            again = reencode(self._tokenizer, self.prompt_text())
+            if again != self.tolist():
+                i = next((j for j, (x, y) in enumerate(zip(again, self.tolist())) if x != y), min(len(again), self.length))
+                raise AssertionError(f"the decoded prompt re-encodes differently from token {i} on")
 
 
 def find_subsequence(ids: np.ndarray, sub: np.ndarray) -> np.ndarray:
@@ -177,6 +203,7 @@ class _Plan:
     fixed: int                     # tokens besides the haystack (needles at depth 0 in paragraph form)
     answer_prefix: str | None
     at0: frozenset                 # needles known to sit at haystack position 0 (depth 0)
+    run: tuple[int, int]           # text run holding the haystack: (first index, ids after its end)
 
 
 class PromptBuilder:
@@ -218,6 +245,7 @@ class PromptBuilder:
         self._enc_cache: dict[tuple[str, str], np.ndarray] = {}
         head = tokenizer.decode(haystack.ids[:8].tolist())
         self._hay_follower = head.lstrip("\n")[:12] or head[:12]
+        self._start_list: list[int] | None = None
 
     # -- encoding helpers ----------------------------------------------------------------------
     def _enc(self, text: str, mode: str = "plain") -> np.ndarray:
@@ -227,9 +255,9 @@ class PromptBuilder:
             return hit
         tok = self.tokenizer
         if mode == "before_hay":
-            ids = _ids_before(tok, text, self._hay_follower)
+            ids = ids_before(tok, text, self._hay_follower)
         elif mode == "after":
-            ids = _ids_after(tok, _AFTER_CONTEXT, text)
+            ids = ids_after(tok, _AFTER_CONTEXT, text)
         else:
             ids = list(tok.encode(text))
         arr = np.asarray(ids, dtype=np.int32)
@@ -315,7 +343,11 @@ class PromptBuilder:
         core = [self._enc(n.text, "plain") for n in inst.needles]
         at0 = frozenset(k for k, n in enumerate(inst.needles) if (depth if n.depth is None else n.depth) <= 0)
         fixed = len(pre) + len(post) + sum(self._needle_len(needle_ids, core, k, at0) for k in range(len(core)))
-        return _Plan(inst, pre, post, needle_ids, core, fixed, prefix, at0)
+        # the run starts where the last text piece before the haystack starts; it ends
+        # (counted from the prompt end) where the first text piece after it ends
+        head = len(self._enc(pre_s[-1], "before_hay")) if pre_s and isinstance(pre_s[-1], str) else 0
+        tail = len(post) - (len(self._enc(post_s[0], "after")) if post_s and isinstance(post_s[0], str) else 0)
+        return _Plan(inst, pre, post, needle_ids, core, fixed, prefix, at0, (len(pre) - head, tail))
 
     def _needle_len(self, std, core, k, at0) -> int:
         return len(core[k]) + len(self.haystack.sep_ids) if k in at0 else len(std[k])
@@ -339,12 +371,33 @@ class PromptBuilder:
 
     # -- building -------------------------------------------------------------------------------
     def build(self, length: int, depth: float, trial: int = 0, seed: int | None = None) -> Cell:
-        """The cell of ``length`` tokens with the target needle at ``depth`` percent."""
+        """The cell of ``length`` tokens with the target needle at ``depth`` percent.
+
+        The haystack is the corpus from its start; when a seam would not re-encode to the
+        spliced ids (see :mod:`longctx.niah.seams`), the next paragraph start of the corpus is
+        tried (``Cell.haystack_start``), up to ``MAX_STARTS`` of them, else ``ValueError``."""
         seed_v = self.seed if seed is None else int(seed)
         plan = self.plan(length, depth, trial, seed_v)
+        for start in self._starts():
+            cell = self._assemble(plan, int(length), float(depth), int(trial), seed_v, start)
+            if cell is not None:
+                return cell
+        raise ValueError(f"cannot build a re-encodable {int(length)}-token prompt at depth {float(depth):g} "
+                         f"(trial {int(trial)}) from haystack {self.haystack.name} within its first "
+                         f"{MAX_STARTS} paragraph starts")
+
+    def _starts(self):
+        """Token 0, then the corpus's paragraph starts (at most ``MAX_STARTS``), found lazily
+        (most cells never need them) and remembered."""
+        yield 0
+        if self._start_list is None:
+            self._start_list = self.haystack.paragraph_starts(self.tokenizer.decode, MAX_STARTS)
+        yield from self._start_list
+
+    def _assemble(self, plan: _Plan, length: int, depth: float, trial: int, seed: int, start: int) -> Cell | None:
+        """The cell with the haystack taken from corpus position ``start`` on, or None when a
+        seam is not canonical (or ``start > 0`` would need a repetition that is not allowed)."""
         inst = plan.inst
-        length = int(length)
-        depth = float(depth)
         hs = self.haystack
         # A needle at haystack position 0 becomes its own paragraph ("needle\n\n" before the
         # corpus text); elsewhere it is " needle" after a sentence end.  Positions depend on H
@@ -362,18 +415,9 @@ class PromptBuilder:
             out = []
             for k, n in enumerate(inst.needles):
                 d = depth if n.depth is None else float(n.depth)
-                if d >= 100.0:
-                    b = H
-                    # the haystack may end just after a paragraph break: go before the break
-                    lb = hs.boundary_at_or_before(H)
-                    ns = len(hs.sep_ids)
-                    if 0 < H - lb <= ns:
-                        tail, _ = hs.take(H)
-                        if np.array_equal(tail[lb:H], hs.sep_ids[: H - lb]):
-                            b = lb
-                else:
-                    p = int(d * H // 100) if d > 0 else 0
-                    b = min(hs.boundary_at_or_before(p), H)
+                p = H if d >= 100.0 else (int(d * H // 100) if d > 0 else 0)
+                # the last sentence end at or before p, at every depth (100 included)
+                b = max(hs.boundary_at_or_before(start + p) - start, 0)
                 out.append((b, k, d))
             return H, out
 
@@ -388,11 +432,16 @@ class PromptBuilder:
             at0 = frozenset()
             H, places = place(at0)
         places.sort()
-        hay, repeated = hs.take(H, repeat_ok=self.repeat_ok)
+        if start and start + H > len(hs.ids) and not self.repeat_ok:
+            return None
+        hay, repeated = hs.take(start + H, repeat_ok=self.repeat_ok)
+        hay = hay[start:]
 
         pieces = [plan.pre]
         prev = 0
         pos = len(plan.pre)
+        seams = [pos, length - len(plan.post)]
+        moved: list[tuple[int, int]] = []  # (haystack position, tokens inserted there)
         info: list[dict[str, Any]] = [None] * len(places)  # type: ignore[list-item]
         used_ids: list[np.ndarray] = [None] * len(places)  # type: ignore[list-item]
         for b, k, d in places:
@@ -410,6 +459,8 @@ class PromptBuilder:
             n = inst.needles[k]
             info[k] = {"key": n.key, "value": n.value, "token_start": pos, "token_end": pos + len(nid),
                        "depth": round(100.0 * b / H, 4), "target_depth": d, "role": n.role}
+            seams += [pos, pos + len(nid), pos + len(nid) + extra]
+            moved.append((b, len(nid) + extra))
             pos += len(nid) + extra
             prev = b
         pieces.append(hay[prev:H])
@@ -417,29 +468,22 @@ class PromptBuilder:
         ids = np.concatenate(pieces).astype(np.int32, copy=False)
         if len(ids) != length:  # pragma: no cover - construction guarantees it
             raise AssertionError(f"built {len(ids)} tokens for a {length}-token cell")
+        run = (plan.run[0], length - plan.run[1])
+        if not haystack_seams_canonical(self.tokenizer, hs, ids, len(plan.pre), start, H, seams, moved, run):
+            return None
         needles_sorted = sorted(range(len(info)), key=lambda k: info[k]["token_start"])
         order_ids = [used_ids[k] for k in needles_sorted]
         order_texts = [inst.needles[k].text for k in needles_sorted]
         return Cell(
             ids=ids, length=len(ids), target_length=length, target_depth=depth, depth=info[0]["depth"],
             needles=[info[k] for k in needles_sorted], expected=list(inst.expected), metric=inst.metric,
-            answer_budget=inst.answer_budget, task=inst.task, trial=int(trial), seed=seed_v,
+            answer_budget=inst.answer_budget, task=inst.task, trial=trial, seed=seed,
             cell_seed=inst.cell_seed, haystack_repeated=bool(repeated), haystack_tokens=int(H),
-            prefix_tokens=len(plan.pre), suffix_tokens=len(plan.post),
+            haystack_start=int(start), prefix_tokens=len(plan.pre), suffix_tokens=len(plan.post),
             first_needle_start=min(x["token_start"] for x in info),
             prompt_sha256=prompt_sha256(ids), question=inst.question, answer_prefix=plan.answer_prefix,
             _tokenizer=self.tokenizer, _needle_ids=order_ids, _needle_texts=order_texts,
         )
-
-
-def _ids_after(tokenizer, context: str, text: str) -> list[int]:
-    """Ids of ``text`` as they come out after ``context`` (e.g. a needle after a sentence end),
-    falling back to ``encode(text)``."""
-    c = list(tokenizer.encode(context))
-    both = list(tokenizer.encode(context + text))
-    if len(both) > len(c) and both[: len(c)] == c:
-        return both[len(c):]
-    return list(tokenizer.encode(text))
 
 
 def time_build(builder: PromptBuilder, length: int, repeats: int = 20, depth: float = 50.0,

@@ -201,3 +201,18 @@ def test_get_haystack_path_and_builtin(tok, tmp_path):
     a = get_haystack("noise", tok)
     assert get_haystack("noise", tok) is a  # in-memory reuse
     assert a.corpus_sha256 == haystack("noise").corpus_sha256
+
+
+@pytest.mark.parametrize("kind", ["default", "sp"])
+def test_surrounding_whitespace_stripped_and_joins_canonical(tok, kind):
+    from longctx.niah.seams import reencode
+
+    t = tok if kind == "default" else sp_tokenizer()
+    text = "\n\nThe cat sat. The dog ran!\n\nBirds fly? Fish swim.\n\n\n"
+    hs = TokenizedHaystack.from_text(text, t, name="ws", cache=False)
+    assert hs.corpus_sha256 == hmod.corpus_sha256(text)  # identifies the text as given
+    assert t.decode(hs.ids.tolist()) == text.strip()
+    ids, repeated = hs.take(4 * hs.period + 3)
+    assert repeated and reencode(t, t.decode(ids.tolist())) == ids.tolist()  # copies join canonically
+    joined = t.decode(ids.tolist())
+    assert joined.count("Fish swim.") == 4 and joined.count("The cat") == 5 and "\n\n\n" not in joined

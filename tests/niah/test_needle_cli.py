@@ -1,8 +1,9 @@
 """``longctx needle``: bad inputs -> one line + exit 2, a tiny end-to-end sweep (results + heatmap),
 resume, configuration mismatch and --force.
 
-In-process runs (CliRunner) reuse the one default model of ``test_runner.default_model``; one
-subprocess run checks the real exit code and stderr of the installed command.
+In-process runs (CliRunner) load ``test_runner.tiny_chat_model`` (a tiny random model with the
+default model's tokenizer and window: the mechanics, not the answers); one subprocess run checks the
+real exit code and stderr of the installed command.
 """
 from __future__ import annotations
 
@@ -17,17 +18,17 @@ from typer.testing import CliRunner
 from longctx.cli import app, needle_cmd
 from longctx.niah.results import config_path
 
-from .test_runner import default_model
+from .test_runner import tiny_chat_model
 
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    """Runs ``longctx needle ...`` in process with the shared model (model options applied to a copy)."""
+    """Runs ``longctx needle ...`` in process with the shared tiny model (model options applied to a copy)."""
     loads = []
 
     def fake_load(model_path, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None):
         loads.append(model_path)
-        base = default_model()
+        base = tiny_chat_model()
         m = copy.copy(base)
         m.max_context = max_context or base.max_context
         m.chunk_size = chunk_size or base.chunk_size
@@ -105,7 +106,7 @@ def test_end_to_end_resume_mismatch_force(cli, tmp_path):
     assert len(recs) == 6
     assert {(r["target_length"], r["target_depth"]) for r in recs} == {(L, d) for L in (300, 600) for d in (0.0, 50.0, 100.0)}
     assert all(r["error"] is None and r["score"] in (0.0, 1.0) for r in recs)
-    assert sum(r["score"] for r in recs) >= 3  # the default model finds most needles at these lengths
+    assert all(r["new_tokens"] >= 1 and r["stop_reason"] for r in recs)  # each cell generated (random answers)
     assert sum(r["prefilled_tokens"] for r in recs) < 3 * 900  # prefix sharing
     for name in ("n.png", "n.svg", "n_by_length.png", "n_by_length.svg"):
         assert (plot.parent / name).stat().st_size > 1000

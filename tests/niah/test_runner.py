@@ -16,14 +16,26 @@ from longctx.niah.results import config_path
 from longctx.niah.runner import ContextLimitError, LogProgress, prompt_file_name, run_sweep
 from longctx.niah.tasks import make_task
 
+from . import default_tokenizer
+
 
 # --------------------------------------------------------------------------- shared fixtures
 @lru_cache(maxsize=None)
-def default_model():
-    """The embedded default model, loaded once per test session (shared by the NIAH test files)."""
-    import longctx
+def tiny_chat_model():
+    """A tiny random model (2 layers, width 64) with the default model's tokenizer, vocabulary and
+    8192-token window: real NIAH prompts through the engine in milliseconds (mechanics, not answers;
+    shared by the NIAH test files)."""
+    import dataclasses
 
-    return longctx.load_model(device="cpu")
+    from longctx.engine.config import get_preset
+    from longctx.engine.runtime import random_model
+
+    tok = default_tokenizer()
+    cfg = dataclasses.replace(get_preset("tiny"), vocab_size=tok.vocab_size, max_position_embeddings=8192,
+                              name="tiny-smollm2-vocab")
+    m = random_model(cfg, device="cpu", seed=0)
+    m.tokenizer = tok
+    return m
 
 
 class FakeBackend(BaseBackend):
@@ -78,10 +90,10 @@ def _fresh_logits(model, ids):
     return model.prefill(np.asarray(ids, dtype=np.int64), cache, model.rope_base_for(len(ids))).cpu()
 
 
-def test_prefix_shared_cells_equal_fresh_cells_default_model(tok, austen):
+def test_prefix_shared_cells_equal_fresh_cells(tok, austen):
     from longctx.backends.native import NativeBackend
 
-    m = default_model()
+    m = tiny_chat_model()
     old_chunk = m.chunk_size
     m.chunk_size = 96  # several chunk boundaries, placed differently in shared and fresh runs
     try:
