@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
     "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
-    "DocumentTruncatedWarning",
+    "DocumentTruncatedWarning", "ReportError",
 ]
 
 
@@ -64,3 +64,7 @@ class ResultsWarning(UserWarning):
 
 class DocumentTruncatedWarning(UserWarning):
     """The document did not fit and was trimmed under an ``overflow="truncate_*"`` policy."""
+
+
+class ReportError(LongctxError, ValueError):
+    """Results files that cannot be made into an HTML report (one-line message)."""
