@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
+import subprocess
+import sys
 import types
 from html.parser import HTMLParser
 from pathlib import Path
@@ -282,3 +285,17 @@ def test_size_of_a_1000_cell_report(tmp_path):
     size = out.stat().st_size
     assert len(Page(out.read_text()).cells) == 1000
     assert size < 1.5 * p.stat().st_size and size < 2_000_000, size
+
+
+# --------------------------------------------------------------------------- in a browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_headless_chromium_click_keyboard_palette(results, tmp_path):
+    """scripts/report_screenshot.py: a real click, ArrowRight/Enter/ArrowLeft/Enter, the palette toggle."""
+    page = write_report(list(results), tmp_path / "r.html")
+    png = tmp_path / "shot.png"
+    res = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "report_screenshot.py"), str(page),
+                          "-o", str(png), "--cell", "c1-1-0", "--colour-blind", "--size", "1200x800"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "clicked c1-1-0" in res.stdout and "ArrowRight/Enter opened c1-1-1" in res.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

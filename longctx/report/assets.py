@@ -19,6 +19,7 @@ h2 { font-size:16px; margin:0 0 8px; }
 h3 { font-size:14px; margin:14px 0 6px; }
 h4 { font-size:13px; margin:12px 0 4px; color:var(--muted); text-transform:uppercase; letter-spacing:.03em; }
 .sub, .help, .note { color:var(--muted); margin:2px 0; }
+.run .note { font-size:12px; max-width:60em; }
 .tools { display:flex; flex-wrap:wrap; gap:14px; align-items:center; margin-top:6px; }
 button { font:inherit; padding:4px 10px; border:1px solid #888; border-radius:4px; background:#fff; cursor:pointer; }
 button[aria-pressed="true"] { background:#1d1d1d; color:#fff; }
@@ -46,7 +47,6 @@ body.cb .heat td.cell { background:var(--a); color:var(--ta); }
 .heat td.cell:hover { border-color:#555; }
 .heat td.cell[aria-selected="true"] { border-color:#000; box-shadow:0 0 0 2px #fff inset; font-weight:bold; }
 .heat td.avg { text-align:center; color:var(--muted); font-variant-numeric:tabular-nums; border-top:1px solid var(--line); }
-.heat caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12px; padding-top:4px; }
 .num { text-align:right; font-variant-numeric:tabular-nums; }
 .tbl th, .tbl td { padding:3px 8px; border-bottom:1px solid var(--line); }
 .tbl th { text-align:left; font-weight:600; }
@@ -62,6 +62,7 @@ dl.meta dd { margin:0; overflow-wrap:anywhere; }
 .rec { border-top:1px solid var(--line); margin-top:10px; padding-top:6px; }
 pre { white-space:pre-wrap; overflow-wrap:anywhere; margin:0; padding:8px; background:#f3f3f3; border-radius:4px;
       font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; }
+pre + pre { margin-top:6px; }
 mark.hit { background:#c8f2df; color:inherit; outline:1px solid var(--hit); }
 mark.needle { background:#ffe58a; color:inherit; outline:1px solid #b58900; }
 ul.expected { list-style:none; padding:0; margin:0; display:flex; flex-wrap:wrap; gap:6px; }
@@ -142,16 +143,17 @@ JS = r"""
     sec.appendChild(marked(rec.response || "", spans, "hit"));
 
     var ex = rec.excerpt;
-    sec.appendChild(el("h4", null, ["Prompt around the needle"]));
     if (ex && ex.windows) {
+      sec.appendChild(el("h4", null, ["Question"]));
+      sec.appendChild(el("p", null, [ex.question]));
+      sec.appendChild(el("h4", null, ["Prompt around the needle" + (ex.windows.length > 1 ? "s" : "")]));
       ex.windows.forEach(function (w) {
         var t = (w.clipped_start ? "\u2026" : "") + w.text + (w.clipped_end ? "\u2026" : "");
         var off = w.clipped_start ? 1 : 0;
         sec.appendChild(marked(t, [[w.needle_start + off, w.needle_end + off]], "needle"));
       });
-      sec.appendChild(el("h4", null, ["Question"]));
-      sec.appendChild(el("p", null, [ex.question]));
     } else {
+      sec.appendChild(el("h4", null, ["Prompt around the needle"]));
       sec.appendChild(el("p", "note", ["Not recorded: this run predates prompt excerpts in the results " +
                                        "(rerun it, or use longctx needle --dump-prompts)."]));
     }
@@ -189,7 +191,7 @@ JS = r"""
     current = td;
     if (focus) td.focus();
     show(td);
-    if (history.replaceState) history.replaceState(null, "", "#" + td.id);
+    if (history.replaceState) history.replaceState(null, "", "#cell=" + td.id);
   }
 
   function move(td, key) {
@@ -232,7 +234,7 @@ JS = r"""
   toggle.addEventListener("click", function () { setPalette(!document.body.classList.contains("cb")); });
   try { if (localStorage.getItem("longctx-report-cb") === "1") setPalette(true); } catch (e) { /* ignore */ }
 
-  var want = location.hash.replace(/^#/, "");
+  var want = location.hash.replace(/^#cell=/, "");  // #cell=<id>: not an element id, so no jump
   var pre = want && document.getElementById(want);
   if (pre && pre.classList.contains("cell")) { pre.click(); pre.scrollIntoView({block: "nearest"}); }
 })();

@@ -248,7 +248,7 @@ def _meta(run: Run) -> list[tuple[str, str]]:
         ("haystack", f"{hs} (sha256 {sha}...)" if hs and sha else hs),
         ("haystack repeated", "yes" if any(r.get("haystack_repeated") for r in recs) else None),
         ("seed", col("seed")),
-        ("chat template", _text(settings["chat"]) if "chat" in settings else None),
+        ("chat template", ("yes" if settings["chat"] else "no") if "chat" in settings else None),
         ("decoding", _text(settings.get("decoding")) if settings.get("decoding") else None),
         ("grid", f"{len(lengths)} lengths x {len(depths)} depths x {len(trials)} trial(s): {len(recs)} records, "
                  f"{errors} error(s)"),

@@ -4,7 +4,7 @@ The heatmaps, score and timing tables and run metadata are plain HTML (readable 
 JavaScript; every cell shows its value as text); a small inline script adds the drill-down panel,
 keyboard navigation and the colour-blind-safe palette toggle. The drill-down data of every
 record is embedded as JSON in ``<script type="application/json" id="report-data">``. A cell's
-id is ``c<run>-<row>-<col>``; opening ``report.html#c0-2-1`` selects that cell on load.
+id is ``c<run>-<row>-<col>``; opening ``report.html#cell=c0-2-1`` clicks that cell on load.
 """
 from __future__ import annotations
 
@@ -62,8 +62,6 @@ def _heatmap(k: int, m: dict) -> str:
     rows, cols = len(m["depths"]), len(m["lengths"])
     out = [f'<table class="heat" role="grid" id="grid{k}" data-rows="{rows}" data-cols="{cols}" '
            f'aria-label="{_e(m["label"])}: score 0-100 by needle depth (rows) and context length (columns)">',
-           '<caption>Rows: needle depth; columns: context length in model tokens; cell: mean score 0-100 '
-           '(– = no scored record). Enter or click opens a cell.</caption>',
            '<thead><tr><th scope="col">depth \\ length</th>']
     out += [f'<th scope="col">{_e(lab)}</th>' for lab in m["length_labels"]]
     out.append("</tr></thead><tbody>")
@@ -93,7 +91,8 @@ def _heatmap(k: int, m: dict) -> str:
     means = {r["length"]: r["mean"] for r in m["per_length"]}
     out.append('<tr><th scope="row">mean</th>')
     out += [f'<td class="avg">{"–" if means.get(L) is None else P._cell_text(means[L])}</td>' for L in m["lengths"]]
-    out.append("</tr></tbody></table>")
+    out.append('</tr></tbody></table><p class="note">Rows: needle depth; columns: context length in model tokens; '
+               'cell: mean score 0-100 (– = no scored record). Click a cell, or Enter on it, for the details.</p>')
     return "".join(out)
 
 
