@@ -220,6 +220,10 @@ def test_cli_report_and_errors(results, tmp_path):
         assert res.exit_code == 2, res.output
         assert res.stderr.strip().count("\n") == 0 and msg in res.stderr, res.stderr
         assert out.read_bytes() == before  # a failed command leaves the old report alone
+    kept = results[0].read_bytes()
+    res = runner.invoke(app, ["report", str(results[0]), "-o", str(results[0])])
+    assert res.exit_code == 2 and "is one of the results files" in res.stderr
+    assert results[0].read_bytes() == kept
 
 
 def test_needle_report_flag_and_default_sweep(monkeypatch, tmp_path):

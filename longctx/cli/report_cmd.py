@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
             out = Path("plots") / f"{results[0].name.split('.')[0] or 'needle'}.html"
         if out.is_dir():
             raise ValueError(f"--out is a directory: {out}")
+        if any(out.resolve() == p.resolve() for p in results):
+            raise ValueError(f"--out {out} is one of the results files; choose an .html path")
         names = [s.strip() for s in labels.split(",")] if labels is not None else None
         try:
             written = write_report(results, out, labels=names, title=title)
