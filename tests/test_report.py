@@ -213,8 +213,11 @@ def test_cli_report_and_errors(results, tmp_path):
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith("<!DOCTYPE html>") and "wrote" in res.stdout
     before = out.read_bytes()
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "other.jsonl").write_text('{"a": 1}\n')
     for args, msg in ((["nope.jsonl"], "results file not found"), ([str(tmp_path)], "is a directory"),
-                      ([str(Path(__file__))], "no results records"),
+                      ([str(tmp_path / "empty.jsonl")], "no results records"),
+                      ([str(tmp_path / "other.jsonl")], "is this a NIAH results file?"),
                       ([str(results[0]), "--labels", "a,b"], "--labels gives 2 name(s)")):
         res = runner.invoke(app, ["report", *args, "-o", str(out)])
         assert res.exit_code == 2, res.output

@@ -128,7 +128,8 @@ def load_runs(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = Non
         kept: dict[tuple, dict] = {}
         for rec in run.records:
             kept[(str(rec.get("task")), rec["target_length"], round(rec["target_depth"], 6), rec.get("trial"))] = rec
-        run.records = sorted(kept.values(), key=lambda r: (r["target_length"], r["target_depth"], str(r.get("trial"))))
+        run.records = sorted(kept.values(), key=lambda r: (r["target_length"], r["target_depth"], _num(r.get("trial")) or 0,
+                                                           str(r.get("task"))))
     if labels is not None:
         if len(labels) != len(out) or not all(str(x).strip() for x in labels):
             raise ReportError(f"--labels gives {len(labels)} name(s) but there are {len(out)} run(s) "
