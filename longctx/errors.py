@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
     "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
-    "DocumentTruncatedWarning", "ServeError",
+    "DocumentTruncatedWarning", "ServeError", "ReportError",
 ]
 
 
@@ -68,3 +68,7 @@ class DocumentTruncatedWarning(UserWarning):
 
 class ServeError(LongctxError, OSError):
     """The server cannot start: its address does not resolve or its port is in use (one-line message)."""
+
+
+class ReportError(LongctxError, ValueError):
+    """Results files that cannot be made into an HTML report (one-line message)."""

@@ -101,6 +101,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Results JSONL; an existing file of the same configuration is resumed."),
         plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap image (PNG; SVG and a _by_length chart beside it). Default: plots/<out name>.png"),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw the heatmap."),
+        report: Optional[bool] = typer.Option(None, "--report/--no-report", help="Also write the clickable HTML report beside the heatmap (plots/<out name>.html). Default: only for the default sweep."),
         dump_prompts: Optional[Path] = typer.Option(None, "--dump-prompts", help="Write each cell's prompt text to DIR/<task>_L<len>_d<depth>_t<trial>.txt."),
         force: bool = typer.Option(False, "--force", help="If --out holds another configuration's results, move them to <out>.bak-<time> and start fresh."),
         no_chat: bool = typer.Option(False, "--no-chat", help="No chat template (base models): BOS + plain text, the task's answer prefix."),
@@ -259,3 +260,15 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             for p in written:
                 typer.echo(f"plot: {p}")
+
+        if report or (report is None and model is None and lengths is None and max_len is None and min_len is None
+                      and depths is None):  # the default sweep writes plots/needle.html
+            from longctx.report import write_report
+
+            image = plot if plot is not None else Path("plots") / f"{out.name.split('.')[0] or 'needle'}.png"
+            try:
+                page = write_report([out], image.with_suffix(".html"))
+            except (OSError, ValueError) as e:
+                typer.echo(f"error: cannot write the report {image.with_suffix('.html')}: {e}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"report: {page}")

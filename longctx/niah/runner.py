@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from longctx.backends.base import Backend, GenRequest, GenResult
+from longctx.niah.excerpt import cell_excerpt
 from longctx.niah.results import ResultsFile, cell_key
 from longctx.niah.scoring import score_cell
 
@@ -277,6 +278,7 @@ def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
         "haystack": hs.name,
         "haystack_sha256": hs.corpus_sha256,
         "response": res.text,
+        "excerpt": cell_excerpt(cell),  # the text around each needle, for `longctx report`
         "score": score,
         "error": error,
         "prefill_s": round(res.prefill_s, 6),
