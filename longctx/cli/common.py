@@ -12,7 +12,7 @@ import typer
 ModelOpt = typer.Option(None, "--model", "-m", help="Checkpoint directory or .gguf file (default: embedded SmolLM2-135M-Instruct).")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16")
-RopeOpt = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR (e.g. dynamic:2.0), or none; default: the checkpoint's.")
+RopeOpt = typer.Option(None, "--rope-scaling", help="RoPE scaling METHOD:FACTOR: linear:4 (position interpolation), dynamic:2 (dynamic NTK), yarn:4, llama3:8; or none. Default: the checkpoint's.")
 AttnOpt = typer.Option("auto", "--attn", help="Attention backend: auto | sdpa | eager | flash")
 MaxCtxOpt = typer.Option(None, "--max-context", help="Longest request (prompt + new tokens) to allow.")
 ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 on CPU; on CUDA one shot when it fits free memory, else 8192).")

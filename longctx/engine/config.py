@@ -20,20 +20,48 @@ from typing import Any
 DYNAMIC_CONTEXT_CAP = 262144
 
 
+# RoPE scaling methods the engine computes (see longctx.engine.rope); "longrope" (per-dimension factor lists
+# switched by request length) is not among them.
+ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
+_ROPE_PARAMS = ("original_max_position_embeddings", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow",
+                "attention_factor", "mscale", "mscale_all_dim", "truncate")
+
+
 @dataclass(frozen=True)
 class RopeScaling:
-    """RoPE scaling request.
+    """A RoPE scaling method and its parameters (transformers' ``rope_scaling`` / ``rope_parameters`` fields).
 
     Attributes:
-        type: only ``"dynamic"`` (dynamic NTK) is supported.
-        factor: the scaling factor f (> 1 extends the context to f x max_position_embeddings).
+        type: ``linear`` (position interpolation), ``dynamic`` (dynamic NTK), ``yarn`` or ``llama3``.
+        factor: the scaling factor f (> 1 extends the context to about f x the original window).
+        original_max_position_embeddings: the trained window the method scales from (yarn, llama3;
+            None = the config's ``max_position_embeddings``).
+        low_freq_factor, high_freq_factor: llama3's wavelength bounds (defaults 1 and 4 as Llama 3.1).
+        beta_fast, beta_slow: yarn's ramp bounds in rotations (defaults 32 and 1).
+        attention_factor, mscale, mscale_all_dim: yarn's cos/sin scaling (None = 0.1 ln f + 1).
+        truncate: yarn rounds its ramp bounds to whole dimensions (transformers' default).
     """
 
     type: str = "dynamic"
     factor: float = 2.0
+    original_max_position_embeddings: int | None = None
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    truncate: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "factor": self.factor}
+        """``{"type", "factor"}`` plus every parameter that differs from its default (results record this)."""
+        out: dict[str, Any] = {"type": self.type, "factor": self.factor}
+        for f in dataclasses.fields(self)[2:]:
+            v = getattr(self, f.name)
+            if v != f.default:
+                out[f.name] = v
+        return out
 
     def __str__(self) -> str:
         return f"{self.type}:{self.factor:g}"
@@ -42,37 +70,50 @@ class RopeScaling:
 def parse_rope_scaling(value: Any) -> RopeScaling | None:
     """Parses a rope-scaling request.
 
-    Accepts ``None``, ``"none"``, ``"dynamic:2.0"``, ``{"type": "dynamic", "factor": 2.0}``
-    (``"rope_type"`` is accepted as the key too) or a :class:`RopeScaling`.
+    Accepts ``None``, ``"none"``, ``"METHOD:FACTOR"`` (``"linear:4"``, ``"dynamic:2"``, ``"yarn:4"``,
+    ``"llama3:8"``), a dict in transformers' spelling (``{"type"|"rope_type": ..., "factor": ...,
+    other parameters}``, also transformers 5's ``rope_parameters`` with ``rope_type: "default"``) or a
+    :class:`RopeScaling`.
 
     Raises:
-        ConfigError: for anything else (unknown type, factor < 1).
+        ConfigError: for anything else (unknown method, factor < 1, unknown parameter).
     """
     if value is None or isinstance(value, RopeScaling):
         return value
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in ("", "none", "off", "null"):
+        if text in ("", "none", "off", "null", "default"):
             return None
         kind, _, factor = text.partition(":")
         try:
             value = {"type": kind, "factor": float(factor) if factor else 2.0}
         except ValueError:
-            raise ConfigError(f"bad rope scaling {value!r}: expected 'dynamic:FACTOR', e.g. dynamic:2.0") from None
+            raise ConfigError(f"bad rope scaling {value!r}: expected METHOD:FACTOR, e.g. dynamic:2 or yarn:4") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"bad rope scaling {value!r}: expected None, 'dynamic:F' or a dict")
+        raise ConfigError(f"bad rope scaling {value!r}: expected None, 'METHOD:FACTOR' or a dict")
     kind = value.get("type", value.get("rope_type"))
     if kind in (None, "default", "none") and "factor" not in value:
         return None
-    if kind != "dynamic":
-        raise ConfigError(f"unsupported rope scaling type {kind!r}: only 'dynamic' (dynamic NTK) is supported")
+    if kind not in ROPE_TYPES:
+        raise ConfigError(f"unsupported rope scaling method {kind!r}: supported are none, {', '.join(ROPE_TYPES)}")
     try:
         factor = float(value.get("factor", 2.0))
     except (TypeError, ValueError):
         raise ConfigError(f"bad rope scaling factor {value.get('factor')!r}") from None
     if not factor >= 1.0:
         raise ConfigError(f"rope scaling factor must be >= 1, got {factor:g}")
-    return RopeScaling("dynamic", factor)
+    params: dict[str, Any] = {}
+    for key in _ROPE_PARAMS:
+        if value.get(key) is None:
+            continue
+        try:
+            v = value[key]
+            params[key] = bool(v) if key == "truncate" else int(v) if key.startswith("original") else float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"bad rope scaling parameter {key}={value[key]!r}") from None
+    if kind == "llama3" and not params.get("high_freq_factor", 4.0) > params.get("low_freq_factor", 1.0):
+        raise ConfigError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
+    return RopeScaling(kind, factor, **params)
 
 
 @dataclass
@@ -92,7 +133,8 @@ class ModelConfig:
         rope_scaling: dynamic NTK request or None.
         tie_word_embeddings: output projection shares the embedding matrix.
         bias: qkv/o projections carry biases (InternLM2 ``bias`` flag).
-        source_layout: ``"internlm2"`` or ``"llama"`` (checkpoint naming).
+        qkv_bias: only the q/k/v projections carry biases (Qwen2).
+        source_layout: ``"internlm2"``, ``"llama"`` or ``"qwen2"`` (checkpoint naming).
         torch_dtype: dtype the checkpoint was saved in (``"bfloat16"`` ...).
         name: a human name for the model.
     """
@@ -109,6 +151,7 @@ class ModelConfig:
     rope_scaling: RopeScaling | None = None
     tie_word_embeddings: bool = False
     bias: bool = False
+    qkv_bias: bool = False
     source_layout: str = "internlm2"
     torch_dtype: str = "bfloat16"
     head_dim_override: int | None = None
@@ -136,11 +179,16 @@ class ModelConfig:
 
     @property
     def context_limit(self) -> int:
-        """Default longest request: M without scaling; with dynamic NTK, which extrapolates past M
-        (InternLM2 reaches 200K this way), max(M x factor, 262144). ``max_context`` overrides it."""
-        if self.rope_scaling is None:
+        """Default longest request. Without scaling: M. Dynamic NTK extrapolates past M (InternLM2 reaches
+        200K this way): max(M x factor, 262144). A fixed method (linear, yarn, llama3) covers its original
+        window x factor: max(M, original x factor). ``max_context`` overrides it."""
+        rs = self.rope_scaling
+        if rs is None:
             return self.max_position_embeddings
-        return max(int(self.max_position_embeddings * self.rope_scaling.factor), DYNAMIC_CONTEXT_CAP)
+        if rs.type == "dynamic":
+            return max(int(self.max_position_embeddings * rs.factor), DYNAMIC_CONTEXT_CAP)
+        orig = rs.original_max_position_embeddings or self.max_position_embeddings
+        return max(self.max_position_embeddings, int(orig * rs.factor))
 
     def nonembedding_parameters(self) -> int:
         """N: the weights every token multiplies (wqkv, wo, w1, w3, w2 of every layer; no norms, no embeddings)."""
@@ -164,6 +212,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["rope_scaling"] = self.rope_scaling.as_dict() if self.rope_scaling else None
+        if not self.qkv_bias:
+            del out["qkv_bias"]  # a field added later appears only when set, so earlier results keep their hash
         return out
 
     def fingerprint(self) -> str:
@@ -214,15 +264,24 @@ def get_preset(name: str) -> ModelConfig:
 def from_hf_dict(cfg: dict[str, Any], name: str = "model") -> ModelConfig:
     """Builds a :class:`ModelConfig` from a Hugging Face ``config.json`` dict.
 
-    Supports ``model_type`` ``internlm2`` and ``llama`` (plus close Llama relatives with the
-    same tensor layout: ``mistral`` without sliding windows, ``qwen2`` is not supported).
+    Supports ``model_type`` ``internlm2``, ``llama`` (Llama 2/3.x) and ``qwen2`` (Qwen2/2.5: biases on
+    q/k/v, no sliding window). RoPE settings are read in both spellings: ``rope_theta`` + ``rope_scaling``
+    (transformers 4) and ``rope_parameters`` (transformers 5, which holds ``rope_theta`` too).
 
     Raises:
-        ConfigError: unsupported ``model_type`` or missing fields.
+        ConfigError: unsupported ``model_type`` or RoPE method, missing fields.
     """
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config.json must hold a JSON object, got {type(cfg).__name__}")
     model_type = cfg.get("model_type")
-    if model_type not in ("internlm2", "llama"):
-        raise ConfigError(f"unsupported model_type {model_type!r}: longctx runs 'internlm2' and 'llama' checkpoints")
+    if model_type not in ("internlm2", "llama", "qwen2"):
+        raise ConfigError(f"unsupported model_type {model_type!r}: longctx runs 'internlm2', 'llama' and 'qwen2' "
+                          "checkpoints")
+    if model_type == "qwen2" and cfg.get("use_sliding_window"):
+        raise ConfigError("qwen2 checkpoints with use_sliding_window are not supported")
+    rope_params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    rope_scaling = cfg.get("rope_scaling") if cfg.get("rope_scaling") is not None else (rope_params or None)
+    theta = cfg.get("rope_theta") if cfg.get("rope_theta") is not None else rope_params.get("rope_theta", 10000.0)
     try:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
@@ -234,11 +293,12 @@ def from_hf_dict(cfg: dict[str, Any], name: str = "model") -> ModelConfig:
             num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
             vocab_size=int(cfg["vocab_size"]),
             max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
+            rope_theta=float(theta),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_scaling=parse_rope_scaling(cfg.get("rope_scaling")),
+            rope_scaling=parse_rope_scaling(rope_scaling),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             bias=bool(cfg.get("bias", False)) if model_type == "internlm2" else bool(cfg.get("attention_bias", False)),
+            qkv_bias=model_type == "qwen2",
             source_layout=model_type,
             torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"),
             head_dim_override=int(cfg["head_dim"]) if cfg.get("head_dim") and int(cfg["head_dim"]) != hidden // heads else None,

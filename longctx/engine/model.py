@@ -22,9 +22,9 @@ from longctx.engine.rope import rope_cos_sin
 def rope_packed(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotates query or key slots of the packed qkv (NeoX / rotate_half form).
 
-    Computes exactly what :func:`longctx.engine.rope.apply_rope` computes -- ``x * cos + rotate_half(x) * sin``
-    with ``cos = cat(c, c)``, ``sin = cat(s, s)`` -- as ``[x1 c - x2 s, x2 c + x1 s]`` on the two
-    halves, without building ``rotate_half(x)`` (the same roundings, so the same bits).
+    Computes the NeoX form ``x * cos + rotate_half(x) * sin`` (``rotate_half(x) = cat(-x2, x1)``) with
+    ``cos = cat(c, c)``, ``sin = cat(s, s)`` as ``[x1 c - x2 s, x2 c + x1 s]`` on the two halves, without
+    building ``rotate_half(x)``.
 
     Args:
         x: ``[B, T, ..., D]`` (e.g. the ``[B, T, Hkv, G, D]`` query slots or the ``[B, T, Hkv, D]``
@@ -71,7 +71,7 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, h, hkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-        self.wqkv = nn.Linear(cfg.hidden_size, (h + 2 * hkv) * d, bias=cfg.bias)
+        self.wqkv = nn.Linear(cfg.hidden_size, (h + 2 * hkv) * d, bias=cfg.bias or cfg.qkv_bias)
         self.wo = nn.Linear(h * d, cfg.hidden_size, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
@@ -193,7 +193,7 @@ class Transformer(nn.Module):
         start = cache.length
         positions = torch.arange(start, start + t, device=ids.device)  # [T]
         h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
-        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, rope_base, dtype=h.dtype)  # [T, D] each
+        cos, sin = rope_cos_sin(positions, self.cfg, rope_base, dtype=h.dtype)  # [T, D] each
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
             # The last layer's output feeds only the logits: with last_only, skip its other rows.
