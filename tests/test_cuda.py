@@ -91,7 +91,7 @@ def test_cuda_split_chunk_matches_eager(shape, dtype):
     assert rel_err(out, eager_attention(q, k, v)) <= 1e-2
 
 
-@pytest.mark.parametrize("mode", ["lower_right", "split", "auto"])
+@pytest.mark.parametrize("mode", ["lower_right", "split", "auto", "flex"])
 def test_chunk_modes_match_eager(mode, monkeypatch):
     import longctx.engine.attention as A
 

@@ -52,8 +52,8 @@ else:
     CHUNK_ALT = 16384
 
 # (name, cap seconds, what it needs to be worth starting)
-STEPS = [("env", 45, 5), ("pytest", 150, 20), ("probe", 75, 15), ("bench7b", 210, 60), ("bench20b", 150, 45),
-         ("chunk16k", 75, 45)]
+STEPS = [("env", 45, 5), ("pytest", 150, 20), ("probe", 90, 15), ("kvquant", 60, 15), ("bench7b", 210, 60),
+         ("bench20b", 150, 45), ("chunk16k", 75, 45)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +211,11 @@ def step_probe() -> None:
         qg = q.transpose(1, 2).reshape(b_, hk, (h_ // hk) * tq, d_)
         return A._cudnn_lse(qg, k[:, :p].transpose(1, 2), v[:, :p].transpose(1, 2))[0]
 
+    def flex_path(q, k, v):  # FlexAttention with the offset-causal block mask (LONGCTX_CUDA_CHUNK_ATTN=flex)
+        return A.flex_chunk_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
     paths = {"engine sdpa_attention": sdpa_attention, "cuDNN split (prefix cuDNN + diag flash)": cudnn_split,
+             "flex offset-causal (compiled)": flex_path,
              "causal_lower_right (old engine path)": lower_right_path, "aten flash lower-right": fa_lower_right,
              "split + LSE merge (flash both)": split_lse, "repeat K/V + causal_lower_right": repeat_mem_efficient,
              "cuDNN chunk x prefix only": cudnn_prefix_only, "one-shot causal (Tq == Tk)": one_shot_causal}
@@ -271,6 +275,37 @@ def step_probe() -> None:
     (OUT / "probe.json").write_text(json.dumps(res, indent=1))
 
 
+def step_kvquant() -> None:
+    """Attention-output error of int8 / fp8 KV caches against the bf16 cache at 200K keys (7B head shape):
+    a decode query and an 8192-query chunk, through the engine's sdpa_attention."""
+    import torch
+
+    from longctx.engine.attention import sdpa_attention
+    from longctx.engine.kv_cache import dequantize, quantize
+
+    dev = "cuda" if torch.cuda.is_available() and not DRY else "cpu"
+    h, hkv, d = 32, 8, 128
+    tk, tq = (200000, 8192) if dev == "cuda" else (2048, 256)
+    g = torch.Generator(device=dev).manual_seed(3)
+    k = torch.randn(1, tk, hkv, d, device=dev, dtype=torch.bfloat16, generator=g)
+    v = torch.randn(1, tk, hkv, d, device=dev, dtype=torch.bfloat16, generator=g)
+    q = torch.randn(1, tq, h, d, device=dev, dtype=torch.bfloat16, generator=g)
+    res: dict = {"device": dev, "keys": tk, "chunk": tq, "kinds": {}}
+    ref = {"decode": sdpa_attention(q[:, -1:], k, v).float(), "chunk": sdpa_attention(q, k, v).float()}
+    for kind in ("int8", "fp8"):
+        kq = dequantize(*quantize(k[0], kind), torch.bfloat16)[None]  # [1, Tk, Hkv, D]
+        vq = dequantize(*quantize(v[0], kind), torch.bfloat16)[None]
+        r = {}
+        for name, qq in (("decode", q[:, -1:]), ("chunk", q)):
+            out = sdpa_attention(qq, kq, vq).float()
+            r[name] = {"max_abs_err": float((out - ref[name]).abs().max()),
+                       "rel_err": float((out - ref[name]).norm() / ref[name].norm())}
+        res["kinds"][kind] = r
+        step_log(f"kv {kind}: {json.dumps(r)}")
+        del kq, vq
+    (OUT / "kvquant.json").write_text(json.dumps(res, indent=1))
+
+
 def _bench(name: str, budget: float, **kw) -> None:
     from longctx.bench.report import report_to_text, write_json
     from longctx.bench.runner import run_prefill_bench
@@ -314,7 +349,8 @@ def step_chunk16k() -> None:
            repeats=1)
 
 
-STEP_FUNCS = {"env": step_env, "pytest": step_pytest, "probe": step_probe, "bench7b": step_bench7b,
+STEP_FUNCS = {"env": step_env, "pytest": step_pytest, "probe": step_probe, "kvquant": step_kvquant,
+              "bench7b": step_bench7b,
               "bench20b": step_bench20b, "chunk16k": step_chunk16k}
 
 

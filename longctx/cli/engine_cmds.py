@@ -59,10 +59,15 @@ def info(
     dtype: str = typer.Option("bfloat16", "--dtype", help="dtype for the estimate: bfloat16 | float16 | float32"),
     chunk_size: int = typer.Option(8192, "--chunk-size", help="Prefill chunk for the working-memory estimate."),
     rope_scaling: Optional[str] = RopeOpt,
+    kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache storage: auto (the model dtype) | int8 | fp8."),
+    free_gb: Optional[float] = typer.Option(None, "--free-gb", help="Device memory to plan against, in GB (10^9 "
+                                            "bytes). Default: free CUDA memory, else available RAM."),
 ) -> None:
-    """Show a model's configuration and the memory a context length needs (weights + KV cache + working)."""
+    """Show a model's configuration, the memory a context length needs (weights + KV cache + working) and the
+    prefill plan (one shot or chunk size) for the free memory."""
     from longctx.engine.config import get_preset, load_config
-    from longctx.engine.memory import estimate_memory
+    from longctx.engine.kv_cache import KV_DTYPES
+    from longctx.engine.memory import estimate_memory, plan_prefill
     from longctx.engine.rope import base_for
 
     if context < 1:
@@ -83,7 +88,14 @@ def info(
     nbytes = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "float32": 4, "fp32": 4}.get(dtype)
     if nbytes is None:
         raise CliError(f"unknown dtype {dtype!r}")
-    est = estimate_memory(cfg, context, dtype_bytes=nbytes, chunk=chunk_size)
+    if kv_dtype not in KV_DTYPES:
+        raise CliError(f"unknown --kv-dtype {kv_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
+    if free_gb is not None and not free_gb > 0:
+        raise CliError(f"--free-gb must be positive, got {free_gb:g}")
+    free, where = (int(free_gb * 1e9), "given") if free_gb is not None else _free_memory()
+    est = estimate_memory(cfg, context, dtype_bytes=nbytes, chunk=chunk_size, kv_dtype=kv_dtype)
+    plan = plan_prefill(cfg, context, free_bytes=free, dtype_bytes=nbytes, kv_dtype=kv_dtype)
+    how = "one shot" if plan.mode == "one-shot" else f"chunks of {plan.chunk} tokens"
     rows = [
         ("model", cfg.name), ("layout", cfg.source_layout),
         ("layers / hidden / intermediate", f"{cfg.num_layers} / {cfg.hidden_size} / {cfg.intermediate_size}"),
@@ -94,8 +106,10 @@ def info(
         (f"RoPE base at {context} tokens", f"{base_for(cfg, context):.6g}"),
         ("tied embeddings", str(cfg.tie_word_embeddings)),
         (f"memory at {context} tokens ({dtype})", ""),
-        ("  weights", human_bytes(est["weights"])), ("  KV cache", human_bytes(est["kv_cache"])),
+        ("  weights", human_bytes(est["weights"])), (f"  KV cache ({kv_dtype})", human_bytes(est["kv_cache"])),
         (f"  working (chunk {chunk_size})", human_bytes(est["working"])), ("  total", human_bytes(est["total"])),
+        (f"prefill plan for {human_bytes(free)} free ({where})",
+         f"{how}: {human_bytes(plan.total)}" + ("" if plan.fits else " -- does NOT fit (try --kv-dtype fp8)")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -103,3 +117,14 @@ def info(
     if context > cfg.context_limit:
         typer.echo(f"note: {context} tokens exceed this configuration's context limit of {cfg.context_limit}; "
                    f"use --rope-scaling dynamic:F", err=True)
+
+
+def _free_memory() -> tuple[int, str]:
+    """Free CUDA memory when a GPU is present, else the available RAM."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0]), "cuda free"
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "available RAM"

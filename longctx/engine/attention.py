@@ -136,18 +136,20 @@ def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -
 # half precision, after a one-time self-check against the ``causal_lower_right`` path on a small
 # problem (any error or mismatch disables it for the process, with a warning).
 # ``LONGCTX_CUDA_CHUNK_ATTN`` = ``lower_right`` (default: never split) | ``auto`` (split on sm90+
-# after the self-check) | ``split`` (skip the capability gate).
+# after the self-check) | ``split`` (skip the capability gate) | ``flex`` (FlexAttention with an offset
+# causal block mask, compiled with dynamic shapes; also self-checked once).
 # The split is opt-in because it was written after this session's GPU time was spent: it has
 # passed CPU review only, not a run on a GPU. ``lower_right`` is the path measured on the H200
 # (docs/benchmarks.md).
 
 _SPLIT_OK: dict[tuple, bool] = {}
+_CHUNK_MODES = ("lower_right", "auto", "split", "flex")
 
 
 def cuda_chunk_mode() -> str:
-    """``lower_right`` (default) | ``auto`` | ``split`` from ``LONGCTX_CUDA_CHUNK_ATTN``."""
+    """``lower_right`` (default) | ``auto`` | ``split`` | ``flex`` from ``LONGCTX_CUDA_CHUNK_ATTN``."""
     mode = os.environ.get("LONGCTX_CUDA_CHUNK_ATTN", "lower_right").strip().lower() or "lower_right"
-    return mode if mode in ("auto", "split", "lower_right") else "lower_right"
+    return mode if mode in _CHUNK_MODES else "lower_right"
 
 
 def _cudnn_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +201,37 @@ def _cuda_lower_right(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> t
     return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
 
 
+_FLEX = None
+
+
+def flex_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
+    """Lower-right causal chunk attention with FlexAttention: block mask ``q_idx + offset >= kv_idx``.
+
+    ``offset = Tk - Tq`` is a tensor the mask closes over, and ``flex_attention`` is compiled once with
+    dynamic shapes, so a new chunk or prefix length does not force a new kernel per call. Native GQA;
+    fully masked blocks are skipped by the block mask.
+
+    Args:
+        qh: ``[B, H, Tq, D]``; kh, vh: ``[B, Hkv, Tk, D]`` with Tk >= Tq.
+
+    Returns:
+        ``[B, H, Tq, D]``.
+    """
+    global _FLEX
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # torch >= 2.5 only
+
+    if _FLEX is None:
+        _FLEX = torch.compile(flex_attention, dynamic=True)
+    tq, tk = qh.shape[2], kh.shape[2]
+    offset = torch.tensor(tk - tq, device=qh.device)
+
+    def offset_causal(b, h, q_idx, kv_idx):
+        return q_idx + offset >= kv_idx
+
+    mask = create_block_mask(offset_causal, None, None, tq, tk, device=qh.device)
+    return _FLEX(qh, kh, vh, block_mask=mask, enable_gqa=qh.shape[1] != kh.shape[1])
+
+
 def _split_usable(qh: torch.Tensor, kh: torch.Tensor) -> bool:
     """Whether the cuDNN split runs here: mode, capability and dtype gates, then a cached self-check."""
     mode = cuda_chunk_mode()
@@ -210,16 +243,23 @@ def _split_usable(qh: torch.Tensor, kh: torch.Tensor) -> bool:
     dev = qh.device
     if mode == "auto" and torch.cuda.get_device_capability(dev)[0] < 9:
         return False
-    key = (dev.index, qh.dtype, qh.shape[1], kh.shape[1], d)
+    key = (mode, dev.index, qh.dtype, qh.shape[1], kh.shape[1], d)
     ok = _SPLIT_OK.get(key)
     if ok is None:
-        ok = _split_self_check(qh.shape[1], kh.shape[1], d, qh.dtype, dev)
+        ok = _split_self_check(qh.shape[1], kh.shape[1], d, qh.dtype, dev, _chunk_path(mode))
         _SPLIT_OK[key] = ok
     return ok
 
 
-def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.device) -> bool:
-    """Runs the split and the lower-right path on a small random chunk; True when they agree."""
+def _chunk_path(mode: str):
+    """The chunk-after-prefix implementation a mode names (``flex`` or the cuDNN split)."""
+    return flex_chunk_attention if mode == "flex" else _cuda_split_chunk
+
+
+def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.device, path=None) -> bool:
+    """Runs ``path`` (default: the cuDNN split) and the lower-right path on a small random chunk; True when
+    they agree."""
+    path = path or _cuda_split_chunk
     import warnings
 
     try:
@@ -228,15 +268,15 @@ def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.d
         q = torch.randn(1, h, tq, d, device=dev, dtype=dtype, generator=g)
         k = torch.randn(1, hkv, tk, d, device=dev, dtype=dtype, generator=g)
         v = torch.randn(1, hkv, tk, d, device=dev, dtype=dtype, generator=g)
-        got = _cuda_split_chunk(q, k, v).float()
+        got = path(q, k, v).float()
         want = _cuda_lower_right(q, k, v).float()
         err = float((got - want).norm() / want.norm())
         if err <= 1e-2:
             return True
-        warnings.warn(f"longctx: cuDNN split chunk attention disagrees with causal_lower_right (rel err {err:.2e}); "
-                      "using causal_lower_right")
+        warnings.warn(f"longctx: chunk attention {path.__name__} disagrees with causal_lower_right (rel err "
+                      f"{err:.2e}); using causal_lower_right")
     except Exception as e:  # noqa: BLE001 - any failure means: do not use the split
-        warnings.warn(f"longctx: cuDNN split chunk attention unavailable ({e.__class__.__name__}: "
+        warnings.warn(f"longctx: chunk attention {path.__name__} unavailable ({e.__class__.__name__}: "
                       f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); using causal_lower_right")
     return False
 
@@ -259,7 +299,7 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     elif tq == tk:
         out = _sdpa_gqa(qh, kh, vh, is_causal=True)
     elif q.is_cuda:
-        out = _cuda_split_chunk(qh, kh, vh) if _split_usable(qh, kh) else _cuda_lower_right(qh, kh, vh)
+        out = _chunk_path(cuda_chunk_mode())(qh, kh, vh) if _split_usable(qh, kh) else _cuda_lower_right(qh, kh, vh)
     else:
         out = None
         if q.device.type == "cpu":

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from longctx.engine.attention import ATTENTION_BACKENDS
 from longctx.engine.config import ModelConfig
-from longctx.engine.kv_cache import KVCache
+from longctx.engine.kv_cache import KV_DTYPES, KVCache, QuantizedKVCache
 from longctx.engine.rope import rope_cos_sin
 
 
@@ -150,11 +150,15 @@ class Transformer(nn.Module):
     Args:
         cfg: the model configuration.
         attn: attention backend name (a key of ``ATTENTION_BACKENDS``).
+        kv_dtype: KV cache storage: ``auto`` (the model dtype), ``int8`` or ``fp8`` (see ``kv_cache``).
     """
 
-    def __init__(self, cfg: ModelConfig, attn: str = "sdpa") -> None:
+    def __init__(self, cfg: ModelConfig, attn: str = "sdpa", kv_dtype: str = "auto") -> None:
         super().__init__()
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"unknown KV cache dtype {kv_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
         self.cfg = cfg
+        self.kv_dtype = kv_dtype
         self.model = Backbone(cfg)
         self.output = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
@@ -173,8 +177,12 @@ class Transformer(nn.Module):
         self._attn_fn = ATTENTION_BACKENDS[name]
 
     def new_cache(self, capacity: int) -> KVCache:
-        """Allocates a KV cache for ``capacity`` positions in the model's dtype and device."""
+        """Allocates a KV cache for ``capacity`` positions on the model's device, in the model's dtype or
+        quantized as ``self.kv_dtype`` says."""
         p = self.model.norm.weight
+        if self.kv_dtype != "auto":
+            return QuantizedKVCache(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, capacity, p.dtype,
+                                    p.device, self.kv_dtype)
         return KVCache(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, capacity, p.dtype, p.device)
 
     def forward(self, ids: torch.Tensor, cache: KVCache, rope_base: float, *, last_only: bool = True) -> torch.Tensor:
