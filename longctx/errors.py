@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
-    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
+    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsError", "ResultsWarning",
     "DocumentTruncatedWarning",
 ]
 
@@ -64,3 +64,7 @@ class ResultsWarning(UserWarning):
 
 class DocumentTruncatedWarning(UserWarning):
     """The document did not fit and was trimmed under an ``overflow="truncate_*"`` policy."""
+
+
+class ResultsError(LongctxError, ValueError):
+    """A results file that cannot be read (message names ``file:line``), or results that cannot be compared."""

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from longctx.niah.results import (ConfigMismatchError, ResultsFile, cell_key, config_hash, config_path,
+from longctx.niah.results import (ConfigMismatchError, ResultsError, ResultsFile, cell_key, config_hash, config_path,
                                   read_records, write_json_atomic)
 
 SETTINGS = {"model": "m", "task": {"id": "single:number", "answer_budget": 32}, "seed": 0, "chat": True}
@@ -87,7 +87,9 @@ def test_only_line_torn(tmp_path):
     rf.close()
 
 
-def test_bad_middle_line_skipped_not_deleted(tmp_path):
+def test_bad_middle_line_is_an_error_and_nothing_changes(tmp_path):
+    # One reading policy (results.py): only a torn LAST line is skipped; a bad line elsewhere is an error
+    # naming file:line (this test used to expect a skip with a warning, the old writer's own policy).
     out = tmp_path / "r.jsonl"
     rf, _ = open_rf(out)
     rf.append(rec(100, 0.0))
@@ -95,10 +97,16 @@ def test_bad_middle_line_skipped_not_deleted(tmp_path):
     data = out.read_bytes()
     line = data.decode().strip()
     out.write_bytes(data + b"not json\n" + (json.dumps(json.loads(line) | {"target_depth": 100.0}) + "\n").encode())
-    before = out.read_bytes()
+    before, config_before = out.read_bytes(), config_path(out).read_bytes()
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2: not valid JSON") as e:
+        open_rf(out)
+    assert "\n" not in str(e.value)
+    assert out.read_bytes() == before and config_path(out).read_bytes() == config_before  # nothing removed
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2"):
+        read_records(out)
+    out.write_bytes(before.replace(b"not json\n", b""))  # repaired by hand: resumes (the lock was released)
     rf, w = open_rf(out)
-    assert len(rf.records) == 2 and any("not a results record" in x for x in w)
-    assert out.read_bytes() == before  # nothing removed
+    assert len(rf.records) == 2 and w == []
     rf.close()
 
 
