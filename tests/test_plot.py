@@ -274,3 +274,61 @@ def test_cli_label_count_mismatch_exits_2(tmp_path):
     app, runner = _cli()
     result = runner.invoke(app, ["plot", str(path), "-o", str(tmp_path / "x.png"), "--labels", "a,b"])
     assert result.exit_code == 2 and "--labels" in result.stderr
+
+
+# --------------------------------------------------------------------------- intervals, n, depth marker
+def trials_records(n_trials=5, run_id="run-a"):
+    """1000: 3/5 at 0%, 5/5 at 50% (needle placed at 40%: 10 points off); 2000: 0/5 at 0%, 5/5 at 50%."""
+    out = []
+    for length, depth, scores, actual in [(1000, 0.0, [1, 0, 1, 1, 0], 0.0), (1000, 50.0, [1] * 5, 40.0),
+                                          (2000, 0.0, [0] * 5, 0.0), (2000, 50.0, [1] * 5, 49.0)]:
+        for t, s in enumerate(scores[:n_trials]):
+            r = rec(length, depth, float(s), trial=t, run_id=run_id)
+            r["depth"] = actual
+            out.append(r)
+    return out
+
+
+def test_length_chart_draws_wilson_error_bars():
+    from matplotlib.container import ErrorbarContainer
+
+    fig = P.length_figure([("a", trials_records())])
+    (bars,) = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    line, _, (vertical,) = bars.lines
+    np.testing.assert_allclose(line.get_ydata(), [80.0, 50.0])  # mean over the two depth cells
+    lo8, hi8 = S.wilson_interval(8, 10)  # 1000: mean 80 over n = 10 trials
+    lo5, hi5 = S.wilson_interval(5, 10)
+    ends = [tuple(seg[:, 1]) for seg in vertical.get_segments()]
+    np.testing.assert_allclose(ends, [(100 * lo8, 100 * hi8), (100 * lo5, 100 * hi5)])
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert "error bars: 95% Wilson interval" in texts and "n = 5 trials per cell" in texts
+    fig.clear()
+
+
+def test_heatmap_shows_trial_counts_and_marks_far_needles(tmp_path):
+    fig = P.heatmap_figure([("a", trials_records())])
+    ax = fig.axes[0]
+    cell_texts = [t.get_text() for t in ax.texts]
+    assert cell_texts.count(P.DEPTH_MARK) == 1  # only (1000, 50%): 10 > 5 points off
+    title = fig._suptitle.get_text()
+    assert "n = 5 trials per cell" in title
+    assert f"{P.DEPTH_MARK} needle >5 pts from requested depth (max 10.0)" in title
+    fig.clear()
+    # cells with different trial counts carry their own n where it is above 1
+    mixed = trials_records() + [dict(rec(4000, 0.0, 1.0), depth=0.0)]
+    fig = P.heatmap_figure([("a", mixed)])
+    cell_texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "60\nn=5" in cell_texts and "100" in cell_texts and "n = 1-5 trials per cell" in fig._suptitle.get_text()
+    fig.clear()
+    # single-trial figures say so; the saved SVG carries the note as text
+    paths = P.plot_heatmaps([("a", trials_records(1))], tmp_path / "one.png", formats=("svg",))
+    assert "1 trial per cell" in paths[0].read_text()
+
+
+def test_plot_cli_prints_intervals(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", trials_records())
+    app, runner = _cli()
+    result = runner.invoke(app, ["plot", str(path), "-o", str(tmp_path / "t.png")])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("    ")}
+    assert rows["1K"][:4] == ["1K", "80.0", "49.0-94.3", "10"] and rows["all"][3] == "20"

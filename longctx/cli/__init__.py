@@ -22,6 +22,7 @@ from longctx.cli import needle_cmd  # noqa: E402
 from longctx.cli import serve_cmd  # noqa: E402
 from longctx.cli import qa_cmds  # noqa: E402
 from longctx.cli import bench_cmd; bench_cmd.register(app)  # noqa: E402,E702
+from longctx.cli import compare_cmd; compare_cmd.register(app)  # noqa: E402,E702
 
 plot_cmd.register(app)
 needle_cmd.register(app)

@@ -326,8 +326,7 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
             f"tokenizer: {_describe(_field_text(r.get('tokenizer')) for r in all_recs if r.get('tokenizer'))}",
             trials_note]
     if worst_offset:
-        meta.append(f"{DEPTH_MARK} needle more than {DEPTH_TOLERANCE:g} points from the requested depth "
-                    f"(up to {worst_offset:.1f})")
+        meta.append(f"{DEPTH_MARK} needle >{DEPTH_TOLERANCE:g} pts from requested depth (max {worst_offset:.1f})")
     fig.suptitle(_title_text(heading, meta, fig_w, 13.0), fontsize=13.0)
     return fig
 

@@ -352,6 +352,8 @@ class ResultsFile:
             self._fh = open(self.path, "ab")
             self._lock()
             self.records, self._done = [], set()
+        else:
+            self._repair()
         self._write_config(stored)
         self.write_summary()
 
@@ -373,23 +375,28 @@ class ResultsFile:
             self._fh = None
 
     def _load(self) -> None:
-        """Reads the records (the one reading policy), then cuts a torn last line off the file."""
+        """Reads the records with the one reading policy; changes nothing (see :meth:`_repair`)."""
         data = self.path.read_bytes()
-        records, torn = _parse(data, str(self.path))  # raises before anything is changed
-        if torn is not None:
-            cut = len(data) - torn[0]
-            self._fh.truncate(torn[0])
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        records, torn = _parse(data, str(self.path))
+        self._cut = (torn[0], len(data) - torn[0]) if torn is not None else None
+        self._add_newline = torn is None and bool(data) and not data.endswith(b"\n")
+        self.records = _dedupe(records, record_key)
+        self._done = {record_key(r) for r in self.records}
+
+    def _repair(self) -> None:
+        """Cuts a torn last line off, or gives a complete last record back its newline."""
+        if self._cut is not None:
+            keep, cut = self._cut
+            self._fh.truncate(keep)
             self.repaired_bytes = cut
             self._warn(f"{self.path}: removed a torn last line ({cut} bytes) left by an interrupted run; "
                        f"that cell will be run again")
-        elif data and not data.endswith(b"\n"):  # a complete last record that lost only its newline
+        elif self._add_newline:
             self._fh.write(b"\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        self.records = _dedupe(records, record_key)
-        self._done = {record_key(r) for r in self.records}
+        else:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def _stored_config(self) -> Optional[dict]:
         if not self.config_file.is_file():
