@@ -9,27 +9,27 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from longctx.cli.common import CliError, cli_errors
-from longctx.niah.results import load_results, pair_scores
-from longctx.niah.stats import PairedRow, format_tokens, paired_rows
 
 
 def _p_text(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def _test_text(row: PairedRow) -> str:
+def _test_text(row) -> str:
     if row.test == "mcnemar":
         return f"McNemar, {row.discordant[0]}/{row.discordant[1]} discordant"
     return "paired bootstrap"
 
 
-def comparison_table(rows: list[PairedRow]) -> Table:
-    """The rows as a rich table: length, pairs, mean A, mean B, B - A, p, test."""
+def comparison_table(rows: list):
+    """Paired rows (``longctx.niah.stats.PairedRow``) as a rich table: length, pairs, A, B, B - A, p, test."""
+    from rich import box  # rich.table and numpy: only when the command runs (keeps --help light)
+    from rich.table import Table
+
+    from longctx.niah.stats import format_tokens
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for name in ("length", "pairs", "A", "B", "B - A", "p"):
         table.add_column(name, justify="right")
@@ -56,6 +56,11 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
     ) -> None:
         """Pair two runs' cells on (task, length, depth, trial, seed); mean scores and a paired test per length."""
+        from rich.console import Console  # rich and numpy: only when the command runs (keeps --help light)
+
+        from longctx.niah.results import load_results, pair_scores
+        from longctx.niah.stats import paired_rows
+
         names = [s.strip() for s in labels.split(",")] if labels is not None else [a.name, b.name]
         if len(names) != 2 or not all(names):
             raise CliError(f"--labels needs two names, comma-separated (got {labels!r})")

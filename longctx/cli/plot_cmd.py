@@ -11,10 +11,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps, rope_label, run_label
-from longctx.niah.results import ResultsError, load_results
-from longctx.niah.stats import summary_lines, summary_table
-
 
 class GroupBy(str, enum.Enum):
     run = "run"
@@ -28,6 +24,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _group_runs(records: list[dict], by: GroupBy) -> list[tuple[str, list[dict]]]:
     """Panels in the order their first record was read (``load_results`` keeps runs in file order)."""
+    from longctx.niah.plot import rope_label  # numpy: only when the command runs (keeps --help light)
+
     groups: dict[str, list[dict]] = {}
     for rec in records:
         key = str(rec.get("run_id")) if by is GroupBy.run else rope_label(rec.get("rope_scaling"))
@@ -36,6 +34,8 @@ def _group_runs(records: list[dict], by: GroupBy) -> list[tuple[str, list[dict]]
 
 
 def _default_labels(groups: list[tuple[str, list[dict]]], by: GroupBy) -> list[str]:
+    from longctx.niah.plot import run_label  # numpy: only when the command runs (keeps --help light)
+
     labels = [run_label(recs) for _, recs in groups]
     if len(set(labels)) != len(labels):  # same model and scaling in two runs: tell them apart
         labels = [f"{lab} ({key})" if by is GroupBy.run else lab for lab, (key, _) in zip(labels, groups)]
@@ -43,6 +43,8 @@ def _default_labels(groups: list[tuple[str, list[dict]]], by: GroupBy) -> list[s
 
 
 def _print_summary(label: str, rows: list[dict]) -> None:
+    from longctx.niah.stats import summary_lines  # numpy: only when the command runs (keeps --help light)
+
     typer.echo(label)
     for line in summary_lines(rows):
         typer.echo(f"  {line}")
@@ -66,6 +68,11 @@ def register(app: typer.Typer) -> None:
             "--labels", help='Comma-separated panel labels in panel order, e.g. "no scaling,dynamic NTK ×2".')] = None,
     ) -> None:
         """Draw NIAH heatmaps (depth x context length) and an accuracy-vs-length chart."""
+        # numpy (and matplotlib when drawing): only when the command runs (keeps --help light)
+        from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps
+        from longctx.niah.results import ResultsError, load_results
+        from longctx.niah.stats import summary_table
+
         try:
             loaded = load_results(results, warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
         except ResultsError as e:
