@@ -5,12 +5,12 @@ references found for multi-reference tasks); everything reported is on a 0-100 s
 
 * **Interval.** A mean score over ``n`` scored trials gets the 95% Wilson score interval of a
   proportion with ``successes = sum of scores`` (fractional successes for fractional scores).
-  For 0/1 scores this is the textbook Wilson interval. For fractional scores it is conservative:
-  a score in [0, 1] with mean p has variance at most p(1 - p), the binomial variance the
-  interval assumes. Per length, the mean is the average of the depth cells' means (as in the
-  heatmap's "avg" row) and the interval uses all of the length's scored trials; with the same
-  number of trials per cell that is exactly the Wilson interval of the pooled trials (again
-  conservative, since depths with different accuracies only lower the variance).
+  For 0/1 scores this is the textbook Wilson interval. For fractional scores it errs wide: a
+  score in [0, 1] with mean p has variance at most p(1 - p), the binomial variance the interval
+  assumes. Per length, the mean is the average of the depth cells' means (as in the heatmap's
+  "avg" row) and the interval uses all of the length's scored trials; with the same number of
+  trials per cell that is exactly the Wilson interval of the pooled trials (which again errs
+  wide: depths with different accuracies only lower the variance of the pooled mean).
 * **Paired test.** Two runs are paired cell by cell on (task, target_length, target_depth,
   trial, seed). When every paired score is 0 or 1: the exact McNemar test (two-sided binomial
   test on the discordant pairs). Otherwise: a paired bootstrap of the mean difference
