@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
-    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
+    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsError", "ResultsWarning",
     "DocumentTruncatedWarning", "ServeError", "ReportError",
 ]
 
@@ -72,3 +72,7 @@ class ServeError(LongctxError, OSError):
 
 class ReportError(LongctxError, ValueError):
     """Results files that cannot be made into an HTML report (one-line message)."""
+
+
+class ResultsError(LongctxError, ValueError):
+    """A results file that cannot be read (message names ``file:line``), or results that cannot be compared."""

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from longctx.niah import plot as P
+from longctx.niah import results as R
+from longctx.niah import stats as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +59,7 @@ def grid_records(run_id="run-a", rope=None):
 # --------------------------------------------------------------------------- matrix
 def test_score_matrix_means_missing_and_errors(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", grid_records())
-    lengths, depths, m = P.score_matrix(P.load_results([path]))
+    lengths, depths, m = S.score_matrix(R.load_results([path]))
     assert lengths == [1000, 4000]
     assert depths == [0.0, 50.0, 100.0]
     assert m.shape == (3, 2)
@@ -67,8 +69,8 @@ def test_score_matrix_means_missing_and_errors(tmp_path):
 
 
 def test_summary_table_counts(tmp_path):
-    records = P.load_results([write_jsonl(tmp_path / "r.jsonl", grid_records())])
-    rows = P.summary_table(records)
+    records = R.load_results([write_jsonl(tmp_path / "r.jsonl", grid_records())])
+    rows = S.summary_table(records)
     assert [r["target_length"] for r in rows] == [1000, 4000, "all"]
     first, second, total = rows
     assert first["label"] == "1K" and first["records"] == 7 and first["valid"] == 5 and first["errors"] == 1
@@ -80,7 +82,7 @@ def test_summary_table_counts(tmp_path):
 
 
 def test_summary_table_all_missing():
-    rows = P.summary_table([rec(1000, 0.0, None, error="boom")])
+    rows = S.summary_table([rec(1000, 0.0, None, error="boom")])
     assert rows[0]["mean"] is None and rows[-1]["mean"] is None
 
 
@@ -88,8 +90,8 @@ def test_summary_table_all_missing():
 def test_torn_last_line_is_skipped_with_warning(tmp_path):
     records = grid_records()
     path = write_jsonl(tmp_path / "r.jsonl", records, tail='{"run_id": "run-a", "target_len')
-    with pytest.warns(P.ResultsWarning, match="torn last line"):
-        loaded = P.load_results([path])
+    with pytest.warns(R.ResultsWarning, match="torn last line"):
+        loaded = R.load_results([path])
     assert len(loaded) == len(records)
 
 
@@ -98,7 +100,7 @@ def test_torn_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(good[:2] + ['{"broken'] + good[2:]) + "\n")
     with pytest.raises(ValueError, match=r"r\.jsonl:3"):
-        P.load_results([path])
+        R.load_results([path])
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", '{"run_id": "x", "tar'])
@@ -106,15 +108,15 @@ def test_file_without_records_is_an_error(tmp_path, content):
     path = tmp_path / "empty.jsonl"
     path.write_text(content)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", P.ResultsWarning)
+        warnings.simplefilter("ignore", R.ResultsWarning)
         with pytest.raises(ValueError, match="no records") as info:
-            P.load_results([path])
+            R.load_results([path])
     assert "\n" not in str(info.value)
 
 
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="not found") as info:
-        P.load_results([tmp_path / "nope.jsonl"])
+        R.load_results([tmp_path / "nope.jsonl"])
     assert "\n" not in str(info.value)
 
 
@@ -122,7 +124,7 @@ def test_not_a_results_file_is_an_error(tmp_path):
     path = tmp_path / "x.config.json"
     path.write_text(json.dumps({"model": "m", "lengths": [1000]}) + "\n")
     with pytest.raises(ValueError, match="target_length"):
-        P.load_results([path])
+        R.load_results([path])
 
 
 def test_shards_merge_and_dedupe_keeping_the_last(tmp_path):
@@ -131,12 +133,12 @@ def test_shards_merge_and_dedupe_keeping_the_last(tmp_path):
     # shard 1 re-ran (0%, 1000, trial 0) with another score: the later copy wins
     rerun = rec(1000, 0.0, 0.0, trial=0)
     shard1 = write_jsonl(tmp_path / "r.shard1.jsonl", [r for r in records if r["target_length"] == 4000] + [rerun])
-    merged = P.load_results([shard0, shard1])
+    merged = R.load_results([shard0, shard1])
     assert len(merged) == len(records)
-    _, _, m = P.score_matrix(merged)
+    _, _, m = S.score_matrix(merged)
     assert m[0, 0] == pytest.approx(100 / 3)
     # deterministic order whatever the argument order, sorted by length, depth, trial
-    again = P.load_results([shard1, shard0])
+    again = R.load_results([shard1, shard0])
     keys = [(r["target_length"], r["target_depth"], r["trial"]) for r in merged]
     assert keys == sorted(keys)
     assert keys == [(r["target_length"], r["target_depth"], r["trial"]) for r in again]
@@ -147,7 +149,7 @@ def test_run_label_and_token_format():
     assert P.run_label([rec(1000, 0.0, 1.0, rope="dynamic:2.0")]) == "SmolLM2-135M-Instruct · dynamic×2"
     assert P.run_label([rec(1000, 0.0, 1.0, rope={"type": "dynamic", "factor": 4.0})]).endswith("dynamic×4")
     assert P.run_label([rec(1000, 0.0, 1.0)]).endswith("no scaling")
-    assert [P.format_tokens(n) for n in (512, 1000, 1024, 8192, 128000, 131072, 200000, 1500, 1_048_576)] == [
+    assert [S.format_tokens(n) for n in (512, 1000, 1024, 8192, 128000, 131072, 200000, 1500, 1_048_576)] == [
         "512", "1K", "1K", "8K", "128K", "128K", "200K", "1.5K", "1M"]
 
 
@@ -203,7 +205,8 @@ def test_plotting_works_with_torch_unavailable(tmp_path):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, NoTorch())
         from longctx.niah import plot as P
-        recs = P.load_results([{str(records)!r}])
+        from longctx.niah import results as R
+        recs = R.load_results([{str(records)!r}])
         P.plot_heatmaps([("a", recs)], {str(tmp_path / "h.png")!r})
         P.plot_accuracy_vs_length([("a", recs)], {str(tmp_path / "l.png")!r})
         assert "torch" not in sys.modules
@@ -271,3 +274,61 @@ def test_cli_label_count_mismatch_exits_2(tmp_path):
     app, runner = _cli()
     result = runner.invoke(app, ["plot", str(path), "-o", str(tmp_path / "x.png"), "--labels", "a,b"])
     assert result.exit_code == 2 and "--labels" in result.stderr
+
+
+# --------------------------------------------------------------------------- intervals, n, depth marker
+def trials_records(n_trials=5, run_id="run-a"):
+    """1000: 3/5 at 0%, 5/5 at 50% (needle placed at 40%: 10 points off); 2000: 0/5 at 0%, 5/5 at 50%."""
+    out = []
+    for length, depth, scores, actual in [(1000, 0.0, [1, 0, 1, 1, 0], 0.0), (1000, 50.0, [1] * 5, 40.0),
+                                          (2000, 0.0, [0] * 5, 0.0), (2000, 50.0, [1] * 5, 49.0)]:
+        for t, s in enumerate(scores[:n_trials]):
+            r = rec(length, depth, float(s), trial=t, run_id=run_id)
+            r["depth"] = actual
+            out.append(r)
+    return out
+
+
+def test_length_chart_draws_wilson_error_bars():
+    from matplotlib.container import ErrorbarContainer
+
+    fig = P.length_figure([("a", trials_records())])
+    (bars,) = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    line, _, (vertical,) = bars.lines
+    np.testing.assert_allclose(line.get_ydata(), [80.0, 50.0])  # mean over the two depth cells
+    lo8, hi8 = S.wilson_interval(8, 10)  # 1000: mean 80 over n = 10 trials
+    lo5, hi5 = S.wilson_interval(5, 10)
+    ends = [tuple(seg[:, 1]) for seg in vertical.get_segments()]
+    np.testing.assert_allclose(ends, [(100 * lo8, 100 * hi8), (100 * lo5, 100 * hi5)])
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert "error bars: 95% Wilson interval" in texts and "n = 5 trials per cell" in texts
+    fig.clear()
+
+
+def test_heatmap_shows_trial_counts_and_marks_far_needles(tmp_path):
+    fig = P.heatmap_figure([("a", trials_records())])
+    ax = fig.axes[0]
+    cell_texts = [t.get_text() for t in ax.texts]
+    assert cell_texts.count(P.DEPTH_MARK) == 1  # only (1000, 50%): 10 > 5 points off
+    title = fig._suptitle.get_text()
+    assert "n = 5 trials per cell" in title
+    assert f"{P.DEPTH_MARK} needle >5 pts from requested depth (max 10.0)" in title
+    fig.clear()
+    # cells with different trial counts carry their own n where it is above 1
+    mixed = trials_records() + [dict(rec(4000, 0.0, 1.0), depth=0.0)]
+    fig = P.heatmap_figure([("a", mixed)])
+    cell_texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "60\nn=5" in cell_texts and "100" in cell_texts and "n = 1-5 trials per cell" in fig._suptitle.get_text()
+    fig.clear()
+    # single-trial figures say so; the saved SVG carries the note as text
+    paths = P.plot_heatmaps([("a", trials_records(1))], tmp_path / "one.png", formats=("svg",))
+    assert "1 trial per cell" in paths[0].read_text()
+
+
+def test_plot_cli_prints_intervals(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", trials_records())
+    app, runner = _cli()
+    result = runner.invoke(app, ["plot", str(path), "-o", str(tmp_path / "t.png")])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("    ")}
+    assert rows["1K"][:4] == ["1K", "80.0", "49.0-94.3", "10"] and rows["all"][3] == "20"

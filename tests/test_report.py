@@ -27,7 +27,7 @@ from longctx.niah.prompt import PromptBuilder
 from longctx.niah.runner import run_sweep
 from longctx.niah.tasks import make_task
 from longctx.report import build_report, write_report
-from longctx.report.data import drill_record, wilson
+from longctx.report.data import drill_record
 from niah import default_tokenizer, haystack
 from niah.test_runner import FakeBackend, _builder
 
@@ -131,7 +131,7 @@ def test_every_cell_present_with_its_score(results):
             for j, length in enumerate(LENGTHS):
                 cell = doc.cells[f"c{k}-{i}-{j}"]
                 (rec,) = [r for r in recs if r["target_length"] == length and r["target_depth"] == depth]
-                assert cell["text"] == P._cell_text(100 * rec["score"])
+                assert cell["text"] == P.cell_text(100 * rec["score"])
                 assert float(cell["data-score"]) == pytest.approx(100 * rec["score"])
                 assert f"{P.format_tokens(length)} tokens, depth {depth}%" in cell["aria-label"]
     assert len(doc.cells) == 2 * len(LENGTHS) * len(DEPTHS)
@@ -177,16 +177,6 @@ def test_shards_of_one_run_merge(results, tmp_path):
     b.write_text("".join(lines[2:]))  # one record in both shards: kept once
     doc = Page(build_report([a, b]))
     assert len(doc.data["runs"]) == 1 and len(doc.data["runs"][0]["drill"]) == len(lines)
-
-
-def test_wilson():
-    lo, hi = wilson(0, 5)
-    assert lo == 0.0 and hi == pytest.approx(1.959964 ** 2 / (5 + 1.959964 ** 2))
-    lo, hi = wilson(5, 5)
-    assert hi == 1.0 and lo == pytest.approx(5 / (5 + 1.959964 ** 2))
-    lo, hi = wilson(50, 100)
-    assert (lo, hi) == pytest.approx((0.40383, 0.59617), abs=1e-5)
-    assert wilson(0, 0) is None
 
 
 def test_drill_record_highlights_matched_and_missed():

@@ -24,6 +24,7 @@ from longctx.cli import qa_cmds  # noqa: E402
 from longctx.cli import bench_cmd; bench_cmd.register(app)  # noqa: E402,E702
 from longctx.cli import report_cmd; report_cmd.register(app)  # noqa: E402,E702
 from longctx.cli import ppl_cmd; ppl_cmd.register(app)  # noqa: E402,E702
+from longctx.cli import compare_cmd; compare_cmd.register(app)  # noqa: E402,E702
 
 plot_cmd.register(app)
 needle_cmd.register(app)

@@ -54,8 +54,9 @@ def _context_hint(model, need: int) -> str:
 
 def _plot(out: Path, plot: Path) -> list[Path]:
     from longctx.niah import plot as P
+    from longctx.niah.results import load_results
 
-    records = P.load_results([out])
+    records = load_results([out])
     runs = [(P.run_label(records), records)]
     base = plot.with_suffix("") if plot.suffix.lower() in (".png", ".svg", ".pdf") else plot
     written = P.plot_heatmaps(runs, base)
@@ -64,14 +65,12 @@ def _plot(out: Path, plot: Path) -> list[Path]:
 
 
 def _print_summary(summary, echo=typer.echo) -> None:
-    from longctx.niah.plot import format_tokens
+    from longctx.niah.stats import summary_lines
 
     echo("")
-    echo(f"{'length':>8}  {'score':>6}  {'cells':>5}  {'errors':>6}")
-    for r in summary.rows:
-        label = r["label"] if r["target_length"] == "all" else format_tokens(r["target_length"])
-        mean = "n/a" if r["mean"] is None else f"{r['mean']:.1f}"
-        echo(f"{label:>8}  {mean:>6}  {r['records']:>5}  {r['errors']:>6}")
+    for line in summary_lines(summary.rows):
+        echo(line)
+    echo("score: mean over depth cells (0-100); 95% CI: Wilson interval over the n scored trials")
     ratio = summary.sharing_ratio
     echo(f"cells: {summary.done} run now, {summary.skipped} already in {summary.results_path} (skipped), "
          f"{summary.errors} errors")

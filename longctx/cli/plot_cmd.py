@@ -1,13 +1,11 @@
 """``longctx plot``: NIAH heatmaps and an accuracy-vs-length chart from results files.
 
 Registered on the app with ``plot_cmd.register(app)``. Nothing here imports torch;
-matplotlib is imported only when the command runs.
+matplotlib is imported only when a figure is drawn.
 """
 from __future__ import annotations
 
 import enum
-import math
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,37 +22,32 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _group_runs(loaded, by: GroupBy) -> list[tuple[str, list[dict]]]:
-    """Panels in the order their first record was read (file argument order)."""
-    from longctx.niah import plot as P
+def _group_runs(records: list[dict], by: GroupBy) -> list[tuple[str, list[dict]]]:
+    """Panels in the order their first record was read (``load_results`` keeps runs in file order)."""
+    from longctx.niah.plot import rope_label  # numpy: only when the command runs (keeps --help light)
 
-    groups: dict[object, list[tuple[int, dict]]] = {}
-    for seq, rec in loaded:
-        if by is GroupBy.run:
-            key = P._hashable(rec.get("run_id"))
-        else:
-            key = P._rope_text(rec.get("rope_scaling"))
-        groups.setdefault(key, []).append((seq, rec))
-    ordered = sorted(groups.items(), key=lambda kv: min(s for s, _ in kv[1]))
-    return [(str(key), [rec for _, rec in items]) for key, items in ordered]
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        key = str(rec.get("run_id")) if by is GroupBy.run else rope_label(rec.get("rope_scaling"))
+        groups.setdefault(key, []).append(rec)
+    return list(groups.items())
 
 
 def _default_labels(groups: list[tuple[str, list[dict]]], by: GroupBy) -> list[str]:
-    from longctx.niah import plot as P
+    from longctx.niah.plot import run_label  # numpy: only when the command runs (keeps --help light)
 
-    labels = [P.run_label(recs) for _, recs in groups]
+    labels = [run_label(recs) for _, recs in groups]
     if len(set(labels)) != len(labels):  # same model and scaling in two runs: tell them apart
         labels = [f"{lab} ({key})" if by is GroupBy.run else lab for lab, (key, _) in zip(labels, groups)]
     return labels
 
 
 def _print_summary(label: str, rows: list[dict]) -> None:
-    typer.echo(f"{label}")
-    typer.echo(f"  {'length':>8}  {'score':>6}  {'records':>7}  {'valid':>5}  {'errors':>6}  {'missing cells':>13}")
-    for row in rows:
-        mean = "n/a" if row["mean"] is None or math.isnan(row["mean"]) else f"{row['mean']:.1f}"
-        typer.echo(f"  {row['label']:>8}  {mean:>6}  {row['records']:>7}  {row['valid']:>5}  "
-                   f"{row['errors']:>6}  {row['missing_cells']:>13}")
+    from longctx.niah.stats import summary_lines  # numpy: only when the command runs (keeps --help light)
+
+    typer.echo(label)
+    for line in summary_lines(rows):
+        typer.echo(f"  {line}")
 
 
 def register(app: typer.Typer) -> None:
@@ -75,19 +68,15 @@ def register(app: typer.Typer) -> None:
             "--labels", help='Comma-separated panel labels in panel order, e.g. "no scaling,dynamic NTK ×2".')] = None,
     ) -> None:
         """Draw NIAH heatmaps (depth x context length) and an accuracy-vs-length chart."""
-        from longctx.niah import plot as P
+        # numpy (and matplotlib when drawing): only when the command runs (keeps --help light)
+        from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps
+        from longctx.niah.results import ResultsError, load_results
+        from longctx.niah.stats import summary_table
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", P.ResultsWarning)
-            try:
-                loaded = P._load(results)
-            except ValueError as e:
-                raise _fail(str(e)) from None
-        for w in caught:
-            if issubclass(w.category, P.ResultsWarning):
-                typer.echo(f"warning: {w.message}", err=True)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        try:
+            loaded = load_results(results, warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
+        except ResultsError as e:
+            raise _fail(str(e)) from None
 
         groups = _group_runs(loaded, group_by)
         if labels is not None:
@@ -103,12 +92,12 @@ def register(app: typer.Typer) -> None:
             out = Path("plots") / f"{Path(results[0]).name.split('.')[0] or 'niah'}.png"
         base = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
         try:
-            written = P.plot_heatmaps(runs, base, title=title)
-            written += P.plot_accuracy_vs_length(runs, base.with_name(base.name + "_by_length"), title=title)
+            written = plot_heatmaps(runs, base, title=title)
+            written += plot_accuracy_vs_length(runs, base.with_name(base.name + "_by_length"), title=title)
         except OSError as e:
             raise _fail(f"cannot write {out}: {e.strerror or e}", 1) from None
 
         for name, recs in runs:
-            _print_summary(name, P.summary_table(recs))
+            _print_summary(name, summary_table(recs))
         for path in written:
             typer.echo(f"wrote {path}")

@@ -1,28 +1,31 @@
-"""Crash-safe NIAH results files (no torch).
+"""NIAH results files: the one reader, the crash-safe writer and the summary (no torch).
 
 A results file is JSONL, one record per (cell, trial) with the fields of ``docs/design.md``.
 Next to it, ``<results>.config.json`` holds the run configuration: the settings that affect
 results (model, its config hash, tokenizer, rope scaling, dtype, task and options, haystack
 sha256, seed, chat/system/answer prefix...), their hash (``config_hash``) and the ``run_id``
-(derived from that hash, so shards and resumed runs of one configuration share it).
+(derived from that hash, so shards and resumed runs of one configuration share it), and
+``<results>.summary.json`` the per-cell and per-length statistics (:func:`summarize`).
 
-Guarantees:
+Reading (one policy for every reader: :func:`read_records`, :func:`load_results`, and
+:class:`ResultsFile` when it resumes):
 
-* every record is appended as one line, flushed and ``os.fsync``-ed before :meth:`append`
-  returns (the next cell starts only after that);
-* on open, a torn last line (the process was killed mid-write: no trailing newline, or the
-  last line is not valid JSON) is cut off with a warning; complete lines are never lost;
-* a rerun resumes: :meth:`ResultsFile.is_done` tells which cells are already present, keyed
-  by (task, target_length, target_depth, trial);
-* results of a different configuration are refused (:class:`ConfigMismatchError`, one line)
-  unless ``force``: then the old files are moved aside to ``<results>.bak-<timestamp>`` (and
-  ``<results>.config.json.bak-<timestamp>``) -- never deleted -- and the run starts fresh;
-* ``<results>.config.json`` is written atomically (temporary file + ``os.replace``);
-* an exclusive lock (``fcntl.flock``, where available) keeps two runs from writing one file.
+* a torn last line (the process was killed mid-write: the last non-blank line is not valid
+  JSON) is skipped with a :class:`ResultsWarning` -- and cut off by the writer;
+* any other bad line (not JSON, not an object, no task / target_length / target_depth / trial,
+  a non-finite number, a score outside [0, 1]) raises :class:`ResultsError` naming ``file:line``;
+* the identity of a result is its cell, :func:`cell_key` = (task, target_length, target_depth,
+  trial), within its run (``run_id``): a later copy of a cell replaces an earlier one.
+
+Writing (:class:`ResultsFile`): every record is appended as one line, flushed and
+``os.fsync``-ed before :meth:`ResultsFile.append` returns; results of a different configuration
+are refused (:class:`ConfigMismatchError`) unless ``force``, which moves the old files aside to
+``<results>.bak-<timestamp>`` -- never deleted; JSON side files are written atomically; an
+exclusive lock (``fcntl.flock``, where available) keeps two runs from writing one file.
 """
 from __future__ import annotations
 
-from longctx.errors import ResultsWarning, ConfigMismatchError
+from longctx.errors import ConfigMismatchError, ResultsError, ResultsWarning
 
 import hashlib
 import json
@@ -30,20 +33,19 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from longctx.niah.stats import summarize, valid_score
 
 __all__ = [
-    "ConfigMismatchError",
-    "ResultsFile",
-    "ResultsWarning",
-    "cell_key",
-    "config_hash",
-    "config_path",
-    "write_json_atomic",
+    "ConfigMismatchError", "ResultsError", "ResultsFile", "ResultsWarning", "cell_key", "config_hash",
+    "config_path", "summary_path", "write_json_atomic", "read_records", "load_results", "Pairing", "pair_scores",
 ]
 
 KEY_FIELDS = ("task", "target_length", "target_depth", "trial")
+Warn = Callable[[str], None]
 
 
 def cell_key(task: Any, target_length: Any, target_depth: Any, trial: Any) -> tuple:
@@ -68,6 +70,12 @@ def config_path(results: str | os.PathLike) -> Path:
     """``<results>.config.json`` next to the results file."""
     p = Path(results)
     return p.with_name(p.name + ".config.json")
+
+
+def summary_path(results: str | os.PathLike) -> Path:
+    """``<results>.summary.json`` next to the results file."""
+    p = Path(results)
+    return p.with_name(p.name + ".summary.json")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -130,8 +138,164 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+# --------------------------------------------------------------------------- reading
+def _number(obj: dict, name: str, where: str, *, optional: bool = False) -> Optional[float]:
+    v = obj.get(name)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ResultsError(f"{where}: {name} is not a number ({v!r})")
+    if not math.isfinite(v):
+        raise ResultsError(f"{where}: {name} is not a finite number")
+    return v
+
+
+def _check_record(obj: Any, where: str) -> dict:
+    """A copy of one parsed line as a record (length and trial int, depth float), or ResultsError."""
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{where}: expected one JSON object per line, got {type(obj).__name__}")
+    missing = [k for k in KEY_FIELDS if obj.get(k) is None]
+    if missing:
+        raise ResultsError(f"{where}: record has no {' or '.join(missing)}; is this a NIAH results file?")
+    rec = dict(obj)
+    length, trial = _number(obj, "target_length", where), _number(obj, "trial", where)
+    if length != int(length) or trial != int(trial):
+        raise ResultsError(f"{where}: target_length and trial must be whole numbers")
+    rec["target_length"], rec["trial"] = int(length), int(trial)
+    rec["target_depth"] = float(_number(obj, "target_depth", where))
+    _number(obj, "depth", where, optional=True)
+    score = _number(obj, "score", where, optional=True)
+    if score is not None and not 0.0 <= score <= 1.0:
+        raise ResultsError(f"{where}: score {score!r} is outside [0, 1]")
+    return rec
+
+
+def _parse(data: bytes, name: str) -> tuple[list[dict], Optional[tuple[int, int]]]:
+    """Records of a file's bytes and, for a torn last line, (its byte offset, its line number)."""
+    lines = data.split(b"\n")  # "\n" only: JSON strings may hold raw U+2028 and friends
+    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+    records, offset, torn = [], 0, None
+    for i, raw in enumerate(lines):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        where = f"{name}:{i + 1}"
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if i == last:
+                torn = (start, i + 1)
+                break
+            why = "not UTF-8" if isinstance(e, UnicodeDecodeError) else e.msg
+            raise ResultsError(f"{where}: not valid JSON ({why}); is this a JSONL results file?") from None
+        records.append(_check_record(obj, where))
+    return records, torn
+
+
+def _default_warn(msg: str) -> None:
+    warnings.warn(msg, ResultsWarning, stacklevel=4)
+
+
+def _dedupe(records: Iterable[dict], key: Callable[[dict], tuple]) -> list[dict]:
+    kept: dict[tuple, dict] = {}
+    for rec in records:
+        kept.pop(key(rec), None)  # a later copy replaces the earlier one (and takes its place in order)
+        kept[key(rec)] = rec
+    return list(kept.values())
+
+
+def read_records(path: str | os.PathLike, *, warn: Optional[Warn] = None) -> list[dict]:
+    """The records of one results file, one per cell (the later copy wins); nothing is changed.
+
+    Raises:
+        ResultsError: the file is missing or unreadable, or a line other than the last is bad.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ResultsError(f"results file not found: {p}")
+    if not p.is_file():
+        raise ResultsError(f"not a results file (is a directory?): {p}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ResultsError(f"cannot read {p}: {e.strerror or e}") from None
+    records, torn = _parse(data, str(p))
+    if torn is not None:
+        (warn or _default_warn)(f"{p}:{torn[1]}: skipping a torn last line (incomplete JSON) left by an "
+                                f"interrupted run")
+    return _dedupe(records, record_key)
+
+
+def load_results(paths: Sequence[str | os.PathLike] | str | os.PathLike, *,
+                 warn: Optional[Warn] = None) -> list[dict]:
+    """Read and merge one or more results files (for example the shards of one run).
+
+    Records of one run (``run_id``) and one cell (:func:`cell_key`) are de-duplicated, keeping
+    the last one read (files in the given order). The result is ordered by run (first read
+    first), then task, length, depth and trial.
+
+    Raises:
+        ResultsError: no paths, a file that :func:`read_records` refuses, or a file without records.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not paths:
+        raise ResultsError("no results files given")
+    merged: list[dict] = []
+    for p in paths:
+        recs = read_records(p, warn=warn)
+        if not recs:
+            raise ResultsError(f"{p}: no records")
+        merged += recs
+    runs: dict[str, int] = {}
+    for rec in merged:
+        runs.setdefault(str(rec.get("run_id")), len(runs))
+    merged = _dedupe(merged, lambda r: (str(r.get("run_id")), *record_key(r)))
+    return sorted(merged, key=lambda r: (runs[str(r.get("run_id"))], *record_key(r)))
+
+
+# --------------------------------------------------------------------------- pairing
+@dataclass
+class Pairing:
+    """Two runs' scores paired on (task, target_length, target_depth, trial, seed).
+
+    ``pairs`` maps that key to (score A, score B), both scored; ``only_a`` / ``only_b`` count cells
+    present in one file only; ``unscored`` counts common cells where either side has no score.
+    """
+
+    pairs: dict[tuple, tuple[float, float]]
+    only_a: int
+    only_b: int
+    unscored: int
+
+
+def _by_pair_key(records: Iterable[dict], name: str) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    for rec in records:
+        key = (*record_key(rec), str(rec.get("seed")))
+        if key in out:
+            raise ResultsError(f"{name} holds more than one run's result for cell {key[:4]}; "
+                               f"compare one run per file")
+        out[key] = rec
+    return out
+
+
+def pair_scores(a: Iterable[dict], b: Iterable[dict], names: tuple[str, str] = ("A", "B")) -> Pairing:
+    """Pairs two runs' records cell by cell (see :class:`Pairing`)."""
+    ka, kb = _by_pair_key(a, names[0]), _by_pair_key(b, names[1])
+    pairs, unscored = {}, 0
+    for key in sorted(ka.keys() & kb.keys()):
+        sa, sb = valid_score(ka[key]), valid_score(kb[key])
+        if sa is None or sb is None:
+            unscored += 1
+        else:
+            pairs[key] = (sa, sb)
+    return Pairing(pairs, len(ka.keys() - kb.keys()), len(kb.keys() - ka.keys()), unscored)
+
+
+# --------------------------------------------------------------------------- the writer
 class ResultsFile:
-    """An append-only, resumable JSONL results file with its configuration alongside.
+    """An append-only, resumable JSONL results file with its configuration and summary alongside.
 
     Args:
         path: the JSONL file (parents are created).
@@ -139,16 +303,17 @@ class ResultsFile:
         info: other facts about the run (grid, shard, device, command line...), stored in the
             config file but not hashed.
         force: on a configuration mismatch, move the old files aside and start fresh.
-        warn: called with a one-line message for repairs and skips (default:
+        warn: called with a one-line message for repairs (default:
             ``warnings.warn(..., ResultsWarning)``).
 
     Raises:
         ConfigMismatchError: the file holds another configuration's results and not ``force``.
+        ResultsError: a bad line other than the last (the file is left as it is).
         ValueError: the path is a directory, or another run holds the file's lock.
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict, *, info: Optional[dict] = None,
-                 force: bool = False, warn: Optional[Callable[[str], None]] = None) -> None:
+                 force: bool = False, warn: Optional[Warn] = None) -> None:
         self.path = Path(path)
         self.config_file = config_path(self.path)
         self.settings = json.loads(_canonical(settings))
@@ -170,8 +335,11 @@ class ResultsFile:
     def _open(self, force: bool) -> None:
         self._fh = open(self.path, "ab")
         self._lock()
-        self._repair_tail()
-        self._load()
+        try:
+            self._load()
+        except ResultsError:
+            self._unlock_close()
+            raise
         stored = self._stored_config()
         mismatch = self._mismatch(stored)
         if mismatch is not None:
@@ -184,7 +352,10 @@ class ResultsFile:
             self._fh = open(self.path, "ab")
             self._lock()
             self.records, self._done = [], set()
+        else:
+            self._repair()
         self._write_config(stored)
+        self.write_summary()
 
     def _lock(self) -> None:
         try:
@@ -203,49 +374,29 @@ class ResultsFile:
             self._fh.close()  # closing releases the flock
             self._fh = None
 
-    def _repair_tail(self) -> None:
-        """Cuts a torn last line: no trailing newline, or a last line that is not JSON."""
-        with open(self.path, "rb") as f:
-            data = f.read()
-        if not data:
-            return
-        keep = len(data)
-        if not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1  # 0 when the only line is torn
-        elif keep > 0:
-            # A complete-looking last line that does not parse is a torn write too (e.g. NUL padding).
-            start = data.rfind(b"\n", 0, keep - 1) + 1
-            line = data[start:keep].strip()
-            if line:
-                try:
-                    json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    keep = start
-        if keep < len(data):
-            cut = len(data) - keep
+    def _load(self) -> None:
+        """Reads the records with the one reading policy; changes nothing (see :meth:`_repair`)."""
+        data = self.path.read_bytes()
+        records, torn = _parse(data, str(self.path))
+        self._cut = (torn[0], len(data) - torn[0]) if torn is not None else None
+        self._add_newline = torn is None and bool(data) and not data.endswith(b"\n")
+        self.records = _dedupe(records, record_key)
+        self._done = {record_key(r) for r in self.records}
+
+    def _repair(self) -> None:
+        """Cuts a torn last line off, or gives a complete last record back its newline."""
+        if self._cut is not None:
+            keep, cut = self._cut
             self._fh.truncate(keep)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
             self.repaired_bytes = cut
             self._warn(f"{self.path}: removed a torn last line ({cut} bytes) left by an interrupted run; "
                        f"that cell will be run again")
-
-    def _load(self) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        for i, raw in enumerate(data.split(b"\n")):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict):
-                    raise ValueError("not an object")
-                key = record_key(rec)
-            except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-                self._warn(f"{self.path}:{i + 1}: skipping a line that is not a results record")
-                continue
-            self.records.append(rec)
-            self._done.add(key)
+        elif self._add_newline:
+            self._fh.write(b"\n")
+        else:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def _stored_config(self) -> Optional[dict]:
         if not self.config_file.is_file():
@@ -296,21 +447,28 @@ class ResultsFile:
             "runs": runs[-50:],
         })
 
+    def write_summary(self) -> Path:
+        """(Re)writes ``<results>.summary.json`` from the records (:func:`summarize`); returns its path.
+
+        Done on every open (so a forced restart never leaves the old summary beside new results)
+        and by the runner at the end of a sweep. The summary is derived data: the results file
+        regenerates it.
+        """
+        path = summary_path(self.path)
+        write_json_atomic(path, {"format": "longctx-niah-summary/1", "results": self.path.name,
+                                 "run_id": self.run_id, "config_hash": self.config_hash, **summarize(self.records)})
+        return path
+
     # -- queries and appends ---------------------------------------------------------------------
     def is_done(self, task: Any, target_length: Any, target_depth: Any, trial: Any) -> bool:
         return cell_key(task, target_length, target_depth, trial) in self._done
-
-    def done_keys(self) -> set[tuple]:
-        return set(self._done)
 
     def append(self, record: dict) -> None:
         """Appends one record as a line; flushed and fsync-ed before returning."""
         if self._fh is None:
             raise ValueError(f"results file {self.path} is closed")
-        rec = dict(record)
-        rec.setdefault("run_id", self.run_id)
-        rec["run_config_hash"] = self.config_hash
-        line = json.dumps(_jsonable(rec), ensure_ascii=False, allow_nan=False, default=str) + "\n"
+        rec = _jsonable({"run_id": self.run_id, **record, "run_config_hash": self.config_hash})
+        line = json.dumps(rec, ensure_ascii=False, allow_nan=False, default=str) + "\n"
         self._fh.write(line.encode("utf-8"))
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -325,22 +483,3 @@ class ResultsFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """The complete records of a results file (a torn last line is ignored; nothing is changed)."""
-    out = []
-    data = Path(path).read_bytes()
-    for raw in data.split(b"\n")[: -1 if not data.endswith(b"\n") else None]:
-        if raw.strip():
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
-def iter_keys(records: Iterable[dict]) -> list[tuple]:
-    return [record_key(r) for r in records]

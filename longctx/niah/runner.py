@@ -18,7 +18,6 @@ from __future__ import annotations
 from longctx.errors import ContextLimitError
 
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from longctx.backends.base import Backend, GenRequest, GenResult
 from longctx.niah.excerpt import cell_excerpt
 from longctx.niah.results import ResultsFile, cell_key
 from longctx.niah.scoring import score_cell
+from longctx.niah.stats import format_tokens, summary_table
 
 __all__ = ["ContextLimitError", "Summary", "run_sweep", "sweep_settings", "check_context", "prompt_file_name",
            "Progress", "LogProgress", "RichProgress", "NullProgress"]
@@ -145,8 +145,6 @@ def _clock(seconds: float) -> str:
 
 
 def _cell_text(cell) -> str:
-    from longctx.niah.plot import format_tokens
-
     return f"L={format_tokens(cell.target_length)} d={cell.target_depth:g}% t{cell.trial}"
 
 
@@ -218,8 +216,9 @@ class Summary:
         prefilled_tokens: prompt tokens run through the model now; ``naive_tokens``: the sum
             of the lengths of the cells run now (what a sweep without prefix sharing prefills).
         wall_s: seconds of the whole call (building included).
-        rows: per-length rows plus an ``"all"`` row (see ``longctx.niah.plot.summary_table``),
-            over every record of the grid in the results file (this run's and earlier ones).
+        rows: per-length rows plus an ``"all"`` row (see ``longctx.niah.stats.summary_table``: mean,
+            95% Wilson interval, n...), over every record of the grid in the results file (this run's
+            and earlier ones); ``<results>.summary.json`` holds the same for the whole file, per cell too.
         build_s: seconds building cells.
     """
 
@@ -388,27 +387,13 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
         finally:
             progress.finish()
 
-        from longctx.niah.plot import summary_table
-
         wanted = {cell_key(builder.task.id, c.length, c.depth, c.trial) for c in cells}
         mine = [r for r in results.records
                 if cell_key(r["task"], r["target_length"], r["target_depth"], r["trial"]) in wanted]
         summary.rows = summary_table(mine) if mine else []
+        results.write_summary()
         summary.wall_s = time.perf_counter() - t_start
         return summary
     finally:
         results.close()
 
-
-def format_summary(summary: Summary) -> list[str]:
-    """Plain-text lines of the end-of-run summary (per-length mean, overall, tokens, time)."""
-    lines = [f"{'length':>8}  {'score':>6}  {'cells':>5}  {'errors':>6}"]
-    for r in summary.rows:
-        mean = "n/a" if r["mean"] is None or (isinstance(r["mean"], float) and math.isnan(r["mean"])) else f"{r['mean']:.1f}"
-        lines.append(f"{r['label']:>8}  {mean:>6}  {r['records']:>5}  {r['errors']:>6}")
-    ratio = summary.sharing_ratio
-    lines.append(f"cells: {summary.done} run, {summary.skipped} skipped (already done), {summary.errors} errors")
-    lines.append(f"tokens prefilled: {summary.prefilled_tokens:,} vs {summary.naive_tokens:,} for a naive sweep"
-                 + (f" ({ratio:.2f}x fewer)" if ratio else ""))
-    lines.append(f"wall time: {summary.wall_s:.1f}s")
-    return lines

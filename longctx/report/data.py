@@ -17,34 +17,17 @@ from typing import Any, Iterable, Optional, Sequence
 
 from longctx.errors import ReportError
 from longctx.niah import plot as P
+from longctx.niah import stats as S
 from longctx.niah.results import config_path, read_records
 from longctx.niah.scoring import string_match_part
 
 __all__ = ["Run", "DRILL_FIELDS", "drill_record", "load_runs", "run_model", "wilson"]
-
-#: z for a two-sided 95% interval.
-Z95 = 1.959963984540054
 
 #: Record fields copied verbatim into a cell's drill-down (the rest of a record stays in the JSONL).
 DRILL_FIELDS = ("task", "target_length", "length", "target_depth", "depth", "trial", "seed", "needles",
                 "expected", "metric", "answer_budget", "response", "score", "error", "excerpt", "prefill_s",
                 "decode_s", "prefilled_tokens", "cached_tokens", "new_tokens", "stop_reason", "peak_mem_bytes",
                 "rope_base", "haystack_repeated")
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> Optional[tuple[float, float]]:
-    """Wilson score interval of a proportion ``successes / n`` (None when ``n`` is 0).
-
-    ``successes`` may be fractional (the sum of partial scores of ``string_match_all`` cells).
-    """
-    if n <= 0:
-        return None
-    p = min(1.0, max(0.0, successes / n))
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -146,10 +129,6 @@ def load_runs(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = Non
 
 
 # --------------------------------------------------------------------------- one run
-def _valid(rec: dict) -> Optional[float]:
-    return P._valid_score(rec)  # one definition of "scored" for plots and reports
-
-
 def drill_record(rec: dict) -> dict:
     """The fields a cell's panel shows, plus ``matches``: for each expected answer, whether the
     response contains it (RULER containment, case-insensitive) and its character spans there."""
@@ -238,7 +217,7 @@ def _meta(run: Run) -> list[tuple[str, str]]:
         ("model", col("model")),
         ("model config", col("config_hash")),
         ("tokenizer", col("tokenizer")),
-        ("RoPE scaling", _distinct(P._rope_text(r.get("rope_scaling")) for r in recs)),
+        ("RoPE scaling", _distinct(P.rope_label(r.get("rope_scaling")) for r in recs)),
         ("RoPE base", _rope_base(recs)),
         ("backend", col("backend")),
         ("dtype", col("dtype")),
@@ -267,15 +246,9 @@ def _meta(run: Run) -> list[tuple[str, str]]:
 
 
 def _per_length(recs: list[dict]) -> list[dict]:
-    rows = []
-    for row in P.summary_table(recs):
-        group = recs if row["target_length"] == "all" else [r for r in recs if r["target_length"] == row["target_length"]]
-        scores = [s for s in (_valid(r) for r in group) if s is not None]
-        ci = wilson(sum(scores), len(scores))
-        rows.append({"length": row["target_length"], "label": row["label"], "mean": row["mean"], "n": len(scores),
-                     "errors": row["errors"], "lo": None if ci is None else 100 * ci[0],
-                     "hi": None if ci is None else 100 * ci[1]})
-    return rows
+    """Per-length rows (and "all") from :func:`longctx.niah.stats.summary_table`: mean, n, Wilson interval."""
+    return [{"length": row["target_length"], "label": row["label"], "mean": row["mean"], "n": row["n"],
+             "errors": row["errors"], "lo": row["ci_low"], "hi": row["ci_high"]} for row in S.summary_table(recs)]
 
 
 def _timing(group: list[dict]) -> dict:
@@ -301,7 +274,7 @@ def run_model(run: Run) -> dict:
         ``"all"``), ``drill`` (one :func:`drill_record` per record).
     """
     recs = run.records
-    lengths, depths, matrix = P.score_matrix(recs)
+    lengths, depths, matrix = S.score_matrix(recs)
     li = {v: j for j, v in enumerate(lengths)}
     di = {v: i for i, v in enumerate(depths)}
     members: list[list[list[int]]] = [[[] for _ in lengths] for _ in depths]
@@ -314,17 +287,17 @@ def run_model(run: Run) -> dict:
             group = [recs[k] for k in members[i][j]]
             v = float(matrix[i, j])
             t = _timing(group)
-            row.append({"score": v if math.isfinite(v) else None, "n": sum(_valid(r) is not None for r in group),
+            row.append({"score": v if math.isfinite(v) else None, "n": sum(S.valid_score(r) is not None for r in group),
                         "errors": sum(1 for r in group if r.get("error")), "records": members[i][j],
                         "prefill_s": t["prefill_s"], "decode_s": t["decode_s"],
                         "prefilled_tokens": t["prefilled_tokens"]})
         cells.append(row)
-    timing = [{"length": L, "label": P.format_tokens(L), **_timing([r for r in recs if r["target_length"] == L])}
+    timing = [{"length": L, "label": S.format_tokens(L), **_timing([r for r in recs if r["target_length"] == L])}
               for L in lengths]
     timing.append({"length": "all", "label": "all", **_timing(recs)})
     return {
         "label": run.label, "meta": _meta(run), "lengths": lengths,
-        "length_labels": P._length_labels(lengths), "depths": depths,
+        "length_labels": P.length_labels(lengths), "depths": depths,
         "depth_labels": [f"{d:g}%" for d in depths], "cells": cells, "per_length": _per_length(recs),
         "timing": timing, "drill": [drill_record(r) for r in recs],
     }

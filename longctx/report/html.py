@@ -78,7 +78,7 @@ def _heatmap(k: int, m: dict) -> str:
             else:
                 a = colour(s, PALETTE_CB)
                 style = f' style="--c:{colour(s)};--a:{a};--ta:{_text_on(a)}"'
-                cls, text = "cell", P._cell_text(s)
+                cls, text = "cell", P.cell_text(s)
                 what = f"score {s:.1f} (n={c['n']})"
             label = f"{lab} tokens, depth {dlab}: {what}"
             recs = " ".join(str(x) for x in c["records"])
@@ -90,7 +90,7 @@ def _heatmap(k: int, m: dict) -> str:
         out.append("</tr>")
     means = {r["length"]: r["mean"] for r in m["per_length"]}
     out.append('<tr><th scope="row">mean</th>')
-    out += [f'<td class="avg">{"–" if means.get(L) is None else P._cell_text(means[L])}</td>' for L in m["lengths"]]
+    out += [f'<td class="avg">{"–" if means.get(L) is None else P.cell_text(means[L])}</td>' for L in m["lengths"]]
     out.append('</tr></tbody></table><p class="note">Rows: needle depth; columns: context length in model tokens; '
                'cell: mean score 0-100 (– = no scored record). Click a cell, or Enter on it, for the details.</p>')
     return "".join(out)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from longctx.niah.results import (ConfigMismatchError, ResultsFile, cell_key, config_hash, config_path,
+from longctx.niah.results import (ConfigMismatchError, ResultsError, ResultsFile, cell_key, config_hash, config_path,
                                   read_records, write_json_atomic)
 
 SETTINGS = {"model": "m", "task": {"id": "single:number", "answer_budget": 32}, "seed": 0, "chat": True}
@@ -87,7 +87,9 @@ def test_only_line_torn(tmp_path):
     rf.close()
 
 
-def test_bad_middle_line_skipped_not_deleted(tmp_path):
+def test_bad_middle_line_is_an_error_and_nothing_changes(tmp_path):
+    # One reading policy (results.py): only a torn LAST line is skipped; a bad line elsewhere is an error
+    # naming file:line (this test used to expect a skip with a warning, the old writer's own policy).
     out = tmp_path / "r.jsonl"
     rf, _ = open_rf(out)
     rf.append(rec(100, 0.0))
@@ -95,10 +97,16 @@ def test_bad_middle_line_skipped_not_deleted(tmp_path):
     data = out.read_bytes()
     line = data.decode().strip()
     out.write_bytes(data + b"not json\n" + (json.dumps(json.loads(line) | {"target_depth": 100.0}) + "\n").encode())
-    before = out.read_bytes()
+    before, config_before = out.read_bytes(), config_path(out).read_bytes()
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2: not valid JSON") as e:
+        open_rf(out)
+    assert "\n" not in str(e.value)
+    assert out.read_bytes() == before and config_path(out).read_bytes() == config_before  # nothing removed
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2"):
+        read_records(out)
+    out.write_bytes(before.replace(b"not json\n", b""))  # repaired by hand: resumes (the lock was released)
     rf, w = open_rf(out)
-    assert len(rf.records) == 2 and any("not a results record" in x for x in w)
-    assert out.read_bytes() == before  # nothing removed
+    assert len(rf.records) == 2 and w == []
     rf.close()
 
 
@@ -186,3 +194,50 @@ def test_atomic_config_write(tmp_path):
 def test_directory_path_refused(tmp_path):
     with pytest.raises(ValueError, match="directory"):
         ResultsFile(tmp_path, SETTINGS)
+
+
+# --------------------------------------------------------------------------- one reading policy, summary file
+def test_reader_policies(tmp_path):
+    from longctx.niah.results import ResultsWarning, load_results
+
+    out = tmp_path / "r.jsonl"
+    lines = [json.dumps(rec(100, d, score=s, run_id="x")) for d, s in ((0.0, 1.0), (50.0, 0.0), (0.0, 0.0))]
+    out.write_text("\n".join(lines) + "\n" + '{"task": "single:number", "target_le')
+    with pytest.warns(ResultsWarning, match=r"r\.jsonl:4: skipping a torn last line"):
+        got = read_records(out)
+    # duplicates: the later copy of a cell wins (line 3 replaces line 1)
+    assert [(r["target_depth"], r["score"]) for r in got] == [(50.0, 0.0), (0.0, 0.0)]
+    assert len(load_results([out], warn=lambda m: None)) == 2
+    for old, new, why in [('"score": 1.0', '"score": NaN', "score is not a finite number"),
+                          ('"score": 1.0', '"score": 100', "score 100 is outside [0, 1]"),
+                          ('"trial": 0', '"trial": "x"', "trial is not a number"),
+                          ('"trial": 0', '"trial": 0.5', "target_length and trial must be whole numbers"),
+                          ('"task": "single:number", ', "", "record has no task")]:
+        out.write_text("\n".join([lines[0].replace(old, new)] + lines[1:]) + "\n")
+        with pytest.raises(ResultsError) as e:
+            read_records(out)
+        assert str(e.value).startswith(f"{out}:1: {why}"), str(e.value)
+    # a complete last record that only lost its newline is kept; the writer adds the newline back
+    out.write_text("\n".join(lines[:2]))
+    assert len(read_records(out)) == 2
+    config_path(out).write_text(json.dumps({"config_hash": "x"}))  # records of another configuration
+    with pytest.raises(ConfigMismatchError):
+        open_rf(out)
+    assert out.read_text() == "\n".join(lines[:2])  # refused: untouched
+
+
+def test_summary_file_beside_the_results(tmp_path):
+    from longctx.niah.results import summary_path
+
+    out = tmp_path / "r.jsonl"
+    rf, _ = open_rf(out)
+    assert json.loads(summary_path(out).read_text())["overall"] is None  # written on open: never stale
+    for t, s in enumerate([1.0, 0.0, 1.0]):
+        rf.append(dict(rec(100, 50.0, trial=t, score=s), depth=47.0))
+    rf.write_summary()
+    rf.close()
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["format"] == "longctx-niah-summary/1" and summary["run_id"] == rf.run_id
+    (cell,) = summary["cells"]
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(66.6667) and cell["depth_offset"] == 3.0
+    assert summary["overall"]["ci_low"] == pytest.approx(20.766, abs=1e-3)  # Wilson(2, 3) = 0.20766.., in percent
