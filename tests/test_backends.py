@@ -23,7 +23,7 @@ BUDGET = "32"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from longctx.checkpoints.loading import default_model_dir
+    from longctx.checkpoints.default_model import default_model_dir
     from longctx.tokenizer.core import load_tokenizer
 
     return load_tokenizer(default_model_dir())

@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_llama, write_internlm2_checkpoint
 from longctx.engine.runtime import load_model
 from longctx.engine.config import parse_rope_scaling
-from longctx.checkpoints.loading import pack_wqkv, unpack_wqkv
+from longctx.checkpoints.keys import pack_wqkv, unpack_wqkv
 from longctx.engine.rope import base_for, dynamic_ntk_base
 
 torch.set_num_threads(2)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from longctx.backends.base import BaseBackend, GenResult
+from longctx.checkpoints.resolve import resolve
+from longctx.errors import ConfigError, WeightError
 
 __all__ = ["TransformersBackend"]
 
@@ -59,17 +61,12 @@ class TransformersBackend(BaseBackend):
         from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
         from longctx.tokenizer.core import load_tokenizer
 
-        if path is None:
-            from longctx.checkpoints.loading import default_model_dir
-
-            self.path = default_model_dir()
-            self.display = "default:SmolLM2-135M-Instruct"
-        else:
-            self.path = Path(path).expanduser()
-            self.display = str(self.path)
-            if not self.path.is_dir():
-                raise ValueError(f"transformers backend: checkpoint directory not found: {self.path}")
-        raw = json.loads((self.path / "config.json").read_text()) if (self.path / "config.json").is_file() else {}
+        spec = resolve(path)
+        if spec.gguf_file is not None:
+            raise ConfigError(f"the transformers backend needs a checkpoint directory, not a .gguf file: {spec.gguf_file}")
+        self.path = spec.model_dir
+        self.display = spec.display
+        raw = json.loads((self.path / "config.json").read_text()) if spec.has_config_json else {}
         model_type = str(raw.get("model_type", ""))
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, str(raw.get("torch_dtype") or "bfloat16"))
@@ -91,18 +88,15 @@ class TransformersBackend(BaseBackend):
         self.model.to(self.device).eval()
         self.hf_config = hf_cfg
         if tokenizer is None:
-            tokenizer = load_tokenizer(self.path)
+            tokenizer = spec.load_tokenizer() or load_tokenizer(self.path)
         elif isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(Path(tokenizer))
         self.tokenizer = tokenizer
         self.stop_ids = {int(s) for s in tokenizer.stop_ids}
         self.chunk_size = int(chunk_size or default_chunk_size(self.device))
-        self._cfg = None
         try:
-            from longctx.engine.config import load_config
-
-            self._cfg = load_config(self.path)
-        except Exception:  # noqa: BLE001 -- a layout longctx cannot read: fall back to the HF config
+            self._cfg = spec.config
+        except (ConfigError, WeightError):  # a layout longctx cannot read: fall back to the HF config
             self._cfg = None
         if max_context is not None:
             self.max_context = int(max_context)
@@ -123,8 +117,6 @@ class TransformersBackend(BaseBackend):
             config_hash = hashlib.sha256(self.hf_config.to_json_string().encode()).hexdigest()[:16]
             rope = getattr(self.hf_config, "rope_scaling", None)
             name = getattr(self.hf_config, "_name_or_path", None) or self.path.name
-        if self.display.startswith("default:"):
-            name = "SmolLM2-135M-Instruct"
         import transformers
 
         return {

@@ -237,10 +237,9 @@ class OpenAIBackend(BaseBackend):
                     f"(GET /tokenizer). Pass --tokenizer PATH (the served model's checkpoint or tokenizer "
                     f"directory), or --approximate-lengths to run with lengths counted by another tokenizer "
                     f"(records are marked APPROXIMATE)")
-            from longctx.checkpoints.loading import default_model_dir
-            from longctx.tokenizer.core import load_tokenizer
+            from longctx.checkpoints.resolve import resolve  # lazy: keeps torch out of the openai backend
 
-            tok, source = load_tokenizer(default_model_dir()), "approximate:default"
+            tok, source = resolve(None).load_tokenizer(), "approximate:default"
             self.approximate = True
         self.tokenizer = tok
         self.tokenizer_source = source

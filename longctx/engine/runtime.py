@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from longctx.checkpoints.build import empty_model, load_checkpoint
+from longctx.checkpoints.resolve import resolve
 from longctx.engine.attention import resolve_backend
 from longctx.engine.config import ConfigError, ModelConfig, get_preset
 from longctx.engine.generation import Generation, GenerationStats, peak_memory_bytes, select_next
@@ -349,13 +351,7 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
         cfg = get_preset(cfg)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    from longctx.checkpoints.loading import skip_param_init
-
-    with torch.device("meta"), skip_param_init():
-        net = Transformer(cfg, attn=resolve_backend(attn, dev))
-    net = net.to(dt).to_empty(device=dev)  # cast on meta first: no float32 copy is ever allocated
-    if cfg.tie_word_embeddings:
-        net.output.weight = net.model.tok_embeddings.weight
+    net = empty_model(cfg, device=dev, dtype=dt, attn=resolve_backend(attn, dev))  # no float32 copy
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     with torch.no_grad():
@@ -376,7 +372,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
 
     Args:
         path: a checkpoint directory (config.json + safetensors / .bin / GGUF, tokenizer files),
-            a ``.gguf`` file, or None for the embedded default model (SmolLM2-135M-Instruct).
+            a ``.gguf`` file, or None for the embedded default model (SmolLM2-135M-Instruct); see
+            :func:`longctx.checkpoints.resolve.resolve`.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         dtype: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
         rope_scaling: None (off), ``{"type": "dynamic", "factor": F}`` / ``"dynamic:F"``; left out,
@@ -388,45 +385,10 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     Raises:
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
     """
-    from longctx.engine.config import load_config
-    from longctx.checkpoints.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
-    from longctx.tokenizer.core import load_tokenizer, tokenizer_from_gguf
-
     dev = resolve_device(device)
-    if path is None:
-        model_dir = default_model_dir()
-    else:
-        model_dir = Path(path)
-        if model_dir.is_file() and model_dir.suffix == ".gguf":
-            cfg = gguf_model_config(model_dir)
-            dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-            net = load_checkpoint(model_dir.parent, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
-                                  rope_scaling=rope_scaling, cfg=cfg)
-            return LongCtxModel(net, tokenizer_from_gguf(model_dir), device=dev, dtype=dt, chunk_size=chunk_size,
-                                max_context=max_context, path=str(model_dir))
-        if not model_dir.exists():
-            raise ConfigError(f"model directory not found: {model_dir}")
-        if not model_dir.is_dir():
-            raise ConfigError(f"model path is not a directory or .gguf file: {model_dir}")
-    fmt, _files = weight_files(model_dir)
-    if fmt == "gguf" and not (model_dir / "config.json").is_file():
-        cfg = gguf_model_config(_files[0])
-    else:
-        cfg = load_config(model_dir)
-    if path is None:
-        cfg.name = "SmolLM2-135M-Instruct"
-    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    net = load_checkpoint(model_dir, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
-                          rope_scaling=rope_scaling, cfg=cfg)
-    if _has_tokenizer_files(model_dir):
-        tok = load_tokenizer(model_dir)
-    elif fmt == "gguf":
-        tok = tokenizer_from_gguf(_files[0])
-    else:
-        tok = None  # weights only: token-id input works, text input raises a clear error
-    return LongCtxModel(net, tok, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
-                        path=str(model_dir) if path is not None else "default:SmolLM2-135M-Instruct")
-
-
-def _has_tokenizer_files(model_dir: Path) -> bool:
-    return (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer.model").is_file()
+    spec = resolve(path)
+    spec.weights  # noqa: B018 - missing weights are reported before a bad config (as always)
+    dt = resolve_dtype(dtype, dev, spec.config.torch_dtype)
+    net = load_checkpoint(spec, device=dev, dtype=dt, attn=resolve_backend(attn, dev), rope_scaling=rope_scaling)
+    return LongCtxModel(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size,
+                        max_context=max_context, path=spec.display)
