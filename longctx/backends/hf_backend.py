@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +21,8 @@ import numpy as np
 
 from longctx.backends.base import BaseBackend, GenResult
 from longctx.checkpoints.resolve import resolve
-from longctx.errors import ConfigError, WeightError
+from longctx.engine.generation import token_loop
+from longctx.errors import ConfigError, ContextLengthError, WeightError
 
 __all__ = ["TransformersBackend"]
 
@@ -147,44 +147,31 @@ class TransformersBackend(BaseBackend):
         ids = [int(t) for t in np.asarray(ids).tolist()]
         n = len(ids)
         if n == 0:
-            raise ValueError("empty prompt")
+            raise ContextLengthError("empty prompt")
         if n + int(max_new_tokens) > self.max_context:
-            raise ValueError(f"ContextLengthError: prompt of {n} tokens + {max_new_tokens} new tokens exceeds the "
-                             f"allowed context of {self.max_context} tokens")
+            raise ContextLengthError.for_request(n, max_new_tokens, self.max_context)
         dev = self.device
-        cuda = dev.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
         res = GenResult(prompt_tokens=n, prefilled_tokens=n, rope_base=self.rope_base_for(n) if self._cfg else None)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            past = None
+        past = None
+
+        def prefill():
+            nonlocal past
             logits = None
+            extra = {"logits_to_keep": 1} if "logits_to_keep" in self._params() else {}
             for s in range(0, n, self.chunk_size):
                 chunk = torch.tensor([ids[s:s + self.chunk_size]], dtype=torch.long, device=dev)  # [1, T]
-                extra = {"logits_to_keep": 1} if "logits_to_keep" in self._params() else {}
                 out, past = self._forward(chunk, past, **extra)
                 logits = out.logits[0, -1].float()  # [vocab]
-            if cuda:
-                torch.cuda.synchronize(dev)
-            t1 = time.perf_counter()
-            res.prefill_s = t1 - t0
-            res.stop_reason = "length"
-            for i in range(int(max_new_tokens)):
-                tok = int(torch.argmax(logits).item())
-                if tok in self.stop_ids:
-                    res.stop_reason = "stop"
-                    break
-                res.token_ids.append(tok)
-                if i + 1 < max_new_tokens:
-                    out, past = self._forward(torch.tensor([[tok]], dtype=torch.long, device=dev), past)
-                    logits = out.logits[0, -1].float()
-            if cuda:
-                torch.cuda.synchronize(dev)
-            res.decode_s = time.perf_counter() - t1
-        from longctx.engine.generation import peak_memory_bytes
+            return logits
 
-        res.peak_mem_bytes = peak_memory_bytes(dev)
+        def step(tok):
+            nonlocal past
+            out, past = self._forward(tok.reshape(1, 1), past)  # [1, 1]
+            return out.logits[0, -1].float()  # [vocab]
+
+        with torch.inference_mode():
+            res.token_ids.extend(token_loop(prefill, step, max_new_tokens=int(max_new_tokens), stop_ids=self.stop_ids,
+                                            stats=res, device=dev))
         res.text = self.tokenizer.decode(res.token_ids)
         return res
 
