@@ -13,15 +13,20 @@ one base per request), so beyond ``max_position_embeddings`` the two may differ 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from longctx.backends.base import BaseBackend, GenResult
 from longctx.checkpoints.resolve import resolve
 from longctx.engine.generation import token_loop
+from longctx.engine.rope import base_for
+from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
+from longctx.tokenizer.core import load_tokenizer
 from longctx.errors import ConfigError, ContextLengthError, WeightError
 
 __all__ = ["TransformersBackend"]
@@ -55,11 +60,7 @@ class TransformersBackend(BaseBackend):
             import transformers  # noqa: F401
         except ImportError:
             raise ValueError("the transformers backend needs transformers: pip install 'longctx[hf]'") from None
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
-        from longctx.tokenizer.core import load_tokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM  # optional extra 'hf': imported when used
 
         spec = resolve(path)
         if spec.gguf_file is not None:
@@ -104,7 +105,6 @@ class TransformersBackend(BaseBackend):
             self.max_context = int(self._cfg.context_limit)
         else:
             self.max_context = int(getattr(hf_cfg, "max_position_embeddings", 0) or 1 << 31)
-        self._torch = torch
 
     # -- identity ------------------------------------------------------------------------------
     def model_info(self) -> dict[str, Any]:
@@ -117,7 +117,7 @@ class TransformersBackend(BaseBackend):
             config_hash = hashlib.sha256(self.hf_config.to_json_string().encode()).hexdigest()[:16]
             rope = getattr(self.hf_config, "rope_scaling", None)
             name = getattr(self.hf_config, "_name_or_path", None) or self.path.name
-        import transformers
+        import transformers  # optional extra 'hf' (loaded by __init__ already)
 
         return {
             "backend": self.name,
@@ -136,14 +136,11 @@ class TransformersBackend(BaseBackend):
     def rope_base_for(self, total_len: int) -> float:
         if self._cfg is None:
             return float("nan")
-        from longctx.engine.rope import base_for
-
         return float(base_for(self._cfg, int(total_len)))
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, ids: Sequence[int] | np.ndarray, max_new_tokens: int) -> GenResult:
         """Greedy decoding of one prompt from scratch (chunked prefill through the KV cache)."""
-        torch = self._torch
         ids = [int(t) for t in np.asarray(ids).tolist()]
         n = len(ids)
         if n == 0:
@@ -178,8 +175,6 @@ class TransformersBackend(BaseBackend):
     def _params(self) -> set[str]:
         """Keyword names of the model's forward (the cache argument was renamed in transformers 5)."""
         if not hasattr(self, "_fwd_params"):
-            import inspect
-
             try:
                 self._fwd_params = set(inspect.signature(self.model.forward).parameters)
             except (TypeError, ValueError):

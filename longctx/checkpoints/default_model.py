@@ -12,6 +12,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from longctx.checkpoints.readers import gguf_hf_config, iter_gguf, open_gguf
 from longctx.engine.config import from_hf_dict
 from longctx.errors import WeightError
@@ -65,8 +67,6 @@ def default_model_dir() -> Path:
     out = cache_root() / "models" / f"smollm2-135m-instruct-{key}"
     if (out / "source.json").is_file():
         return out
-    from safetensors.torch import save_file
-
     reader = open_gguf(gguf_path)
     raw = gguf_hf_config(reader, gguf_path, name=DEFAULT_MODEL_NAME)
     cfg = from_hf_dict(raw, name=DEFAULT_MODEL_NAME)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from gguf import GGUFReader, dequantize
+from safetensors import SafetensorError, safe_open
 
 from longctx.checkpoints.keys import GGUF_TO_LLAMA, convert_key
 from longctx.engine.config import ModelConfig, from_hf_dict
@@ -53,8 +55,6 @@ def weight_files(model_dir: Path) -> tuple[str, list[Path]]:
 
 def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yields ``(name, tensor)`` from safetensors files (CPU)."""
-    from safetensors import SafetensorError, safe_open
-
     for f in files:
         try:
             with safe_open(str(f), framework="pt", device="cpu") as sf:
@@ -83,8 +83,6 @@ def open_gguf(path: Path) -> Any:
     Raises:
         WeightError: the file cannot be read as GGUF.
     """
-    from gguf import GGUFReader
-
     try:
         return GGUFReader(str(path))
     except Exception as e:  # gguf raises many types for damaged files
@@ -142,8 +140,6 @@ def _gguf_reverse_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def iter_gguf(reader: Any, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """Yields Llama-named float32 tensors from a GGUF reader (dequantized, q/k un-permuted)."""
-    from gguf import dequantize
-
     for t in reader.tensors:
         key = convert_key(t.name, GGUF_TO_LLAMA)
         arr = dequantize(t.data, t.tensor_type)

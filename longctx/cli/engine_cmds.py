@@ -61,7 +61,7 @@ def info(
     rope_scaling: Optional[str] = RopeOpt,
 ) -> None:
     """Show a model's configuration and the memory a context length needs (weights + KV cache + working)."""
-    from longctx.checkpoints.resolve import resolve
+    from longctx.checkpoints.resolve import resolve  # lazy: keeps torch out of `longctx --help`
     from longctx.engine.config import get_preset
     from longctx.engine.memory import estimate_memory
     from longctx.engine.rope import base_for

@@ -20,6 +20,7 @@ from longctx.engine.config import ConfigError, ModelConfig, get_preset
 from longctx.engine.generation import token_loop
 from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
+from longctx.engine.memory import estimate_memory
 from longctx.engine.model import Transformer
 from longctx.engine.rope import base_for
 
@@ -144,8 +145,6 @@ class LongCtxModel:
         """
         if not self.one_shot_when_fits or n_tokens <= self.chunk_size:
             return self.chunk_size
-        from longctx.engine.memory import estimate_memory
-
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
         dtype_bytes = torch.finfo(self.dtype).bits // 8
