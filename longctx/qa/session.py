@@ -33,6 +33,7 @@ import warnings as _warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from longctx.backends.base import common_prefix_len
 from longctx.engine.results import Generation, GenerationStats
 from longctx.errors import ContextLengthError, DocumentTruncatedWarning, QAError
 from longctx.qa.documents import document_block, load_documents
@@ -279,7 +280,7 @@ class DocumentSession:
         # Reuse: the document prefix always; in a conversation, everything still valid.
         keep = self.prefix_tokens
         if self.history and self._committed > keep:  # + the answered turns still in the cache
-            lcp = _common_prefix(self._cached_ids[:min(cache.length, self._committed)], full)
+            lcp = common_prefix_len(self._cached_ids[:min(cache.length, self._committed)], full)
             keep = max(keep, min(lcp, len(full) - 1))
         cache.truncate(keep)
         self._cached_ids = list(full)  # positions >= cache.length are refreshed as tokens go in
@@ -340,14 +341,6 @@ class DocumentSession:
             self._turn_ids.append((question, list(out)))
             self.turns.append((question, ans.text))
             self._committed = cache.length
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _finish(s: AnswerStream) -> Answer:
