@@ -363,8 +363,9 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     """
     dev = resolve_device(device)
     spec = resolve(path)
-    spec.weights  # noqa: B018 - missing weights are reported before a bad config (as always)
+    _ = spec.weights  # missing weights are reported before a bad config (as before)
     dt = resolve_dtype(dtype, dev, spec.config.torch_dtype)
     net = load_checkpoint(spec, device=dev, dtype=dt, attn=resolve_backend(attn, dev), rope_scaling=rope_scaling)
-    return (model_class or LongCtxModel)(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size,
-                        max_context=max_context, path=spec.display)
+    cls = model_class or LongCtxModel
+    return cls(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
+               path=spec.display)
