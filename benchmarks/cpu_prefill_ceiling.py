@@ -72,7 +72,7 @@ def profile_engine(length: int) -> tuple[float, dict[str, float]]:
 def profile_transformers(length: int) -> tuple[float, dict[str, float]]:
     from transformers import LlamaForCausalLM
 
-    from longctx.checkpoints.loading import default_model_dir
+    from longctx.checkpoints.default_model import default_model_dir
 
     model = LlamaForCausalLM.from_pretrained(default_model_dir(), attn_implementation="sdpa",
                                              dtype=torch.float32).eval()

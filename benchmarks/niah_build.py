@@ -12,7 +12,7 @@ import argparse
 import time
 
 from longctx.data import load_haystack_text
-from longctx.checkpoints.loading import default_model_dir
+from longctx.checkpoints.default_model import default_model_dir
 from longctx.niah.haystack import TokenizedHaystack, clear_memory_cache, get_haystack
 from longctx.niah.prompt import PromptBuilder, time_build
 from longctx.niah.tasks import make_task

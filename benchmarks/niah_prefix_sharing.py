@@ -68,7 +68,7 @@ def main() -> None:
         if args.tokenizer:
             m.tokenizer = load_tokenizer(args.tokenizer)
         else:
-            from longctx.checkpoints.loading import default_model_dir
+            from longctx.checkpoints.default_model import default_model_dir
 
             m.tokenizer = load_tokenizer(default_model_dir())
     else:

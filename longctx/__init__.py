@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 
 
 def load_model(*args, **kwargs):
-    """Loads a model; see :func:`longctx.engine.runtime.load_model` (imported lazily: torch is heavy)."""
-    from longctx.engine.runtime import load_model as _load
+    """Loads a model with document QA (``.ask`` / ``.open``); see :func:`longctx.engine.runtime.load_model`."""
+    from longctx.qa.model import load_model as _load  # lazy: torch is heavy, `import longctx` stays light
 
     return _load(*args, **kwargs)
 

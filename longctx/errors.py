@@ -31,6 +31,12 @@ class TokenizerError(LongctxError, ValueError):
 class ContextLengthError(LongctxError, ValueError):
     """A request longer than the context the model (or the user) allows."""
 
+    @classmethod
+    def for_request(cls, prompt_tokens: int, max_new_tokens: int, limit: int) -> "ContextLengthError":
+        """The error for a prompt + answer budget beyond ``limit`` tokens (one wording everywhere)."""
+        return cls(f"prompt of {prompt_tokens} tokens + {max_new_tokens} new tokens exceeds the allowed context of "
+                   f"{limit} tokens")
+
 
 class ContextLimitError(ContextLengthError):
     """A grid length (+ answer budget) beyond what the backend allows."""

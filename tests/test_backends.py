@@ -23,7 +23,7 @@ BUDGET = "32"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from longctx.checkpoints.loading import default_model_dir
+    from longctx.checkpoints.default_model import default_model_dir
     from longctx.tokenizer import load_tokenizer
 
     return load_tokenizer(default_model_dir())
@@ -291,3 +291,26 @@ def test_transformers_backend_matches_native(native_results, tmp_path):
         assert rec["score"] == nat["score"], (key, rec["response"], nat["response"])
     print(f"\ntransformers vs native: {same}/{len(got)} identical responses, all scores equal")
     assert same >= len(got) - 1  # float differences may flip a late token in at most one cell
+
+
+def test_native_backend_raises_typed_context_error_and_run_records_it():
+    """A request beyond max_context raises ContextLengthError; run() records it as "ContextLengthError: ..."."""
+    import torch
+
+    from longctx.backends.native import NativeBackend
+    from longctx.engine.runtime import random_model
+    from longctx.errors import ContextLengthError
+
+    torch.set_num_threads(1)
+    be = NativeBackend(random_model("tiny", device="cpu", max_context=32))
+    with pytest.raises(ContextLengthError, match="prompt of 30 tokens \\+ 4 new tokens exceeds the allowed context of 32"):
+        be.generate(np.arange(1, 31), 4)
+    for sharing in (True, False):
+        be.prefix_sharing = sharing
+        got = {}
+        reqs = [GenRequest(np.arange(1, 31), 4, tag="long"), GenRequest(np.arange(1, 11), 3, tag="short")]
+        be.run(reqs, on_result=lambda r, res: got.__setitem__(r.tag, res))
+        assert got["long"].stop_reason == "error" and got["long"].error == (
+            "ContextLengthError: prompt of 30 tokens + 4 new tokens exceeds the allowed context of 32 tokens")
+        assert got["short"].error is None and got["short"].new_tokens == len(got["short"].token_ids) == 3
+        assert got["short"].prompt_tokens == 10 and got["short"].stop_reason == "length"

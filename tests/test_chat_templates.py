@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx.checkpoints.loading import find_default_gguf
+from longctx.checkpoints.default_model import find_default_gguf
 from longctx.errors import WeightError
 from longctx.tokenizer import DEFAULT, INTERNLM2_SYSTEM_PROMPT, Tokenizer, load_tokenizer, tokenizer_from_gguf
 

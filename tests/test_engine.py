@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_llama, write_internlm2_checkpoint
 from longctx.engine.runtime import load_model
 from longctx.engine.config import parse_rope_scaling
-from longctx.checkpoints.loading import pack_wqkv, unpack_wqkv
+from longctx.checkpoints.keys import pack_wqkv, unpack_wqkv
 from longctx.engine.rope import base_for, dynamic_ntk_base
 
 torch.set_num_threads(2)
@@ -185,3 +185,33 @@ def test_prefill_chunk_policy():
     assert m.prefill_chunk(10_000, free_bytes=need) == 2048
     assert m.prefill_chunk(100, free_bytes=0) == 2048
     assert random_model("tiny", device="cpu", chunk_size=64).one_shot_when_fits is False
+
+
+def test_token_loop_contract():
+    """One loop: stop ids end the answer unyielded, every yielded token but a full budget's last is fed back."""
+    from longctx.engine.generation import token_loop
+    from longctx.engine.results import GenerationStats
+
+    script = [5, 7, 2, 9]  # the token each logits vector picks; 2 is the stop id
+    fed: list[int] = []
+
+    def logits_for(i):
+        out = torch.zeros(10)
+        out[script[i]] = 1.0
+        return out
+
+    def step(tok):
+        fed.append(int(tok))
+        return logits_for(len(fed))
+
+    stats = GenerationStats()
+    got = list(token_loop(lambda: logits_for(0), step, max_new_tokens=8, stop_ids=[2], stats=stats,
+                          device=torch.device("cpu")))
+    assert got == [5, 7] and fed == [5, 7]
+    assert stats.stop_reason == "stop" and stats.new_tokens == 2 and stats.prefill_s >= 0 and stats.ttft_s > 0
+    fed.clear()
+    stats = GenerationStats()
+    got = list(token_loop(lambda: logits_for(0), step, max_new_tokens=2, stop_ids=[2], stats=stats,
+                          device=torch.device("cpu")))
+    assert got == [5, 7] and fed == [5]  # the budget's last token is not fed
+    assert stats.stop_reason == "length" and stats.new_tokens == 2

@@ -13,7 +13,7 @@ from helpers import internlm2_state_dict, tiny_llama, write_internlm2_checkpoint
 from longctx.engine.runtime import load_model
 from longctx.cli import app
 from longctx.engine.config import ConfigError
-from longctx.checkpoints.loading import WeightError
+from longctx.errors import WeightError
 
 
 @pytest.fixture()
@@ -158,3 +158,86 @@ def test_weights_allocated_in_target_dtype_only(ckpt, monkeypatch):
     ref = load_model(ckpt, device="cpu", dtype="fp32", attn="eager")
     for (name, p), (_, q) in zip(m.net.named_parameters(), ref.net.named_parameters()):
         assert torch.equal(p, q.to(torch.bfloat16)), name
+
+
+def _write_tiny_gguf(path, *, layers: int, seed: int, name: str):
+    """A tiny random Llama GGUF (float32 tensors, byte-level BPE tokenizer with no merges)."""
+    import numpy as np
+
+    gguf = pytest.importorskip("gguf")
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    tokens = sorted(ByteLevel.alphabet()) + ["<|im_start|>", "<|im_end|>"]
+    vocab, hidden, heads, kv_heads, ffn = len(tokens), 32, 4, 2, 48
+    d = hidden // heads
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(64)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ffn)
+    w.add_block_count(layers)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * 256 + [3, 3])
+    w.add_token_merges([])
+    w.add_bos_token_id(vocab - 2)
+    w.add_eos_token_id(vocab - 1)
+
+    def t(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", t(vocab, hidden))
+    w.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    for i in range(layers):
+        for n, shape in (("attn_q", (heads * d, hidden)), ("attn_k", (kv_heads * d, hidden)),
+                         ("attn_v", (kv_heads * d, hidden)), ("attn_output", (hidden, heads * d)),
+                         ("ffn_gate", (ffn, hidden)), ("ffn_up", (ffn, hidden)), ("ffn_down", (hidden, ffn))):
+            w.add_tensor(f"blk.{i}.{n}.weight", t(*shape))
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_file_path_loads_that_file(tmp_path):
+    """`load_model("dir/b.gguf")` loads b.gguf even when an `a.gguf` sorts first in the same folder."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    a = _write_tiny_gguf(tmp_path / "a.gguf", layers=1, seed=1, name="tiny-a")
+    b = _write_tiny_gguf(tmp_path / "b.gguf", layers=1, seed=2, name="tiny-b")
+    m = load_model(b, device="cpu", attn="eager")
+    assert m.config.name == "tiny-b" and m.path == str(b)
+    want = {t.name: np.array(t.data) for t in GGUFReader(str(b)).tensors}["token_embd.weight"]
+    torch.testing.assert_close(m.net.model.tok_embeddings.weight, torch.from_numpy(want))
+    m_a = load_model(a, device="cpu", attn="eager")
+    assert not torch.equal(m_a.net.model.tok_embeddings.weight, m.net.model.tok_embeddings.weight)
+    # the folder itself (no config.json) still means its first GGUF
+    torch.testing.assert_close(load_model(tmp_path, device="cpu").net.model.tok_embeddings.weight,
+                               m_a.net.model.tok_embeddings.weight)
+
+
+def test_key_tables_round_trip():
+    """llama_to_internlm2 and internlm2_to_llama are inverses; the InternLM2 side matches the helper's packing."""
+    from longctx.checkpoints.keys import internlm2_to_llama, llama_to_internlm2
+    from longctx.engine.config import from_hf_dict
+
+    ref = tiny_llama(4, 2)
+    cfg = from_hf_dict(ref.config.to_dict())
+    sd = {k: v for k, v in ref.state_dict().items() if "rotary_emb" not in k}
+    internlm2 = dict(llama_to_internlm2(sd.items(), cfg))
+    want = internlm2_state_dict(ref)
+    assert internlm2.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(internlm2[k], want[k])
+    back = dict(internlm2_to_llama(internlm2.items(), cfg))
+    assert back.keys() == sd.keys()
+    for k in sd:
+        torch.testing.assert_close(back[k], sd[k])

@@ -19,7 +19,7 @@ from helpers import FACT, QUESTION, haystack_with_fact
 import longctx
 from longctx.engine.runtime import ContextLengthError
 from longctx.data import load_haystack_text
-from longctx.qa.core import (Answer, AnswerStream, DocumentError, DocumentSession, DocumentTruncatedWarning, QAError,
+from longctx.qa import (Answer, AnswerStream, DocumentError, DocumentSession, DocumentTruncatedWarning, QAError,
                         document_block, load_documents, split_prompt)
 
 QUESTIONS = [QUESTION, "What is this text about?", "Who is speaking?"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from longctx.checkpoints.loading import find_default_gguf
+from longctx.checkpoints.default_model import find_default_gguf
 from longctx.errors import WeightError
 from longctx.tokenizer import (
     DEFAULT,

@@ -1,6 +1,8 @@
 """The backend interface that experiment drivers (NIAH sweeps, long-document QA, serving) run on.
 
 A backend turns prompts given as token ids into greedy answers and reports what each one cost.
+Backends raise typed exceptions (:class:`~longctx.errors.ContextLengthError` for a request that
+does not fit); :meth:`Backend.run` records them per request as ``"ExcType: message"``.
 Drivers never touch the engine directly: they hand a list of :class:`GenRequest` to
 :meth:`Backend.run` and get one :class:`GenResult` per request through a callback, in whatever
 order the backend chooses (a backend with ``supports_prefix_sharing`` reorders requests so
@@ -12,13 +14,15 @@ This module has no torch import.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from longctx.engine.results import Generation
+
 __all__ = ["GenRequest", "GenResult", "Backend", "BaseBackend", "OnResult", "OnStart", "error_text",
-           "common_prefix_len", "total_tokens"]
+           "common_prefix_len"]
 
 
 @dataclass(eq=False)
@@ -45,41 +49,19 @@ class GenRequest:
 
 
 @dataclass
-class GenResult:
-    """What one request produced and cost.
+class GenResult(Generation):
+    """What one request produced and cost (the fields of :class:`~longctx.engine.results.Generation`).
 
     Attributes:
-        text: the decoded answer ("" on error).
-        token_ids: generated ids (stop ids excluded).
-        prompt_tokens: prompt length.
-        prefilled_tokens: prompt tokens actually run through the model (prompt minus reused prefix).
-        cached_tokens: prompt tokens whose keys/values were reused from an earlier request.
-        prefill_s: seconds of prefill (the forward over ``prefilled_tokens``).
-        decode_s: seconds from the end of prefill to the end of generation.
-        peak_mem_bytes: peak device memory during the request (CUDA), or peak process RSS (CPU).
         rope_base: the RoPE base the request used (None when the backend cannot tell).
-        stop_reason: ``"stop"`` (stop id), ``"length"`` (budget used up) or ``"error"``.
-        error: None, or a one-line description of what went wrong.
+        error: None, or a one-line description of what went wrong (``stop_reason`` ``"error"``).
         logits: optional float32 next-token logits after the prompt (only when a backend was
             asked to keep them; for tests).
     """
 
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0
-    prefilled_tokens: int = 0
-    cached_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    peak_mem_bytes: int = 0
     rope_base: Optional[float] = None
-    stop_reason: str = ""
     error: Optional[str] = None
     logits: Any = None
-
-    @property
-    def new_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 OnResult = Callable[[GenRequest, GenResult], None]
@@ -177,8 +159,3 @@ class BaseBackend:
                 res = GenResult(prompt_tokens=len(req.ids), stop_reason="error", error=error_text(e),
                                 prefill_s=time.perf_counter() - t0)
             on_result(req, res)
-
-
-def total_tokens(requests: Iterable[GenRequest]) -> int:
-    """Sum of prompt lengths: what a sweep without prefix sharing prefills."""
-    return sum(len(r.ids) for r in requests)

@@ -13,14 +13,21 @@ one base per request), so beyond ``max_position_embeddings`` the two may differ 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from longctx.backends.base import BaseBackend, GenResult
+from longctx.checkpoints.resolve import resolve
+from longctx.engine.generation import token_loop
+from longctx.engine.rope import base_for
+from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
+from longctx.tokenizer import load_tokenizer
+from longctx.errors import ConfigError, ContextLengthError, WeightError
 
 __all__ = ["TransformersBackend"]
 
@@ -53,23 +60,14 @@ class TransformersBackend(BaseBackend):
             import transformers  # noqa: F401
         except ImportError:
             raise ValueError("the transformers backend needs transformers: pip install 'longctx[hf]'") from None
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM  # optional extra 'hf': imported when used
 
-        from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
-        from longctx.tokenizer import load_tokenizer
-
-        if path is None:
-            from longctx.checkpoints.loading import default_model_dir
-
-            self.path = default_model_dir()
-            self.display = "default:SmolLM2-135M-Instruct"
-        else:
-            self.path = Path(path).expanduser()
-            self.display = str(self.path)
-            if not self.path.is_dir():
-                raise ValueError(f"transformers backend: checkpoint directory not found: {self.path}")
-        raw = json.loads((self.path / "config.json").read_text()) if (self.path / "config.json").is_file() else {}
+        spec = resolve(path)
+        if spec.gguf_file is not None:
+            raise ConfigError(f"the transformers backend needs a checkpoint directory, not a .gguf file: {spec.gguf_file}")
+        self.path = spec.model_dir
+        self.display = spec.display
+        raw = json.loads((self.path / "config.json").read_text()) if spec.has_config_json else {}
         model_type = str(raw.get("model_type", ""))
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, str(raw.get("torch_dtype") or "bfloat16"))
@@ -91,18 +89,15 @@ class TransformersBackend(BaseBackend):
         self.model.to(self.device).eval()
         self.hf_config = hf_cfg
         if tokenizer is None:
-            tokenizer = load_tokenizer(self.path)
+            tokenizer = spec.load_tokenizer() or load_tokenizer(self.path)
         elif isinstance(tokenizer, (str, Path)):
             tokenizer = load_tokenizer(Path(tokenizer))
         self.tokenizer = tokenizer
         self.stop_ids = {int(s) for s in tokenizer.stop_ids}
         self.chunk_size = int(chunk_size or default_chunk_size(self.device))
-        self._cfg = None
         try:
-            from longctx.engine.config import load_config
-
-            self._cfg = load_config(self.path)
-        except Exception:  # noqa: BLE001 -- a layout longctx cannot read: fall back to the HF config
+            self._cfg = spec.config
+        except (ConfigError, WeightError):  # a layout longctx cannot read: fall back to the HF config
             self._cfg = None
         if max_context is not None:
             self.max_context = int(max_context)
@@ -110,7 +105,6 @@ class TransformersBackend(BaseBackend):
             self.max_context = int(self._cfg.context_limit)
         else:
             self.max_context = int(getattr(hf_cfg, "max_position_embeddings", 0) or 1 << 31)
-        self._torch = torch
 
     # -- identity ------------------------------------------------------------------------------
     def model_info(self) -> dict[str, Any]:
@@ -123,9 +117,7 @@ class TransformersBackend(BaseBackend):
             config_hash = hashlib.sha256(self.hf_config.to_json_string().encode()).hexdigest()[:16]
             rope = getattr(self.hf_config, "rope_scaling", None)
             name = getattr(self.hf_config, "_name_or_path", None) or self.path.name
-        if self.display.startswith("default:"):
-            name = "SmolLM2-135M-Instruct"
-        import transformers
+        import transformers  # optional extra 'hf' (loaded by __init__ already)
 
         return {
             "backend": self.name,
@@ -144,63 +136,45 @@ class TransformersBackend(BaseBackend):
     def rope_base_for(self, total_len: int) -> float:
         if self._cfg is None:
             return float("nan")
-        from longctx.engine.rope import base_for
-
         return float(base_for(self._cfg, int(total_len)))
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, ids: Sequence[int] | np.ndarray, max_new_tokens: int) -> GenResult:
         """Greedy decoding of one prompt from scratch (chunked prefill through the KV cache)."""
-        torch = self._torch
         ids = [int(t) for t in np.asarray(ids).tolist()]
         n = len(ids)
         if n == 0:
-            raise ValueError("empty prompt")
+            raise ContextLengthError("empty prompt")
         if n + int(max_new_tokens) > self.max_context:
-            raise ValueError(f"ContextLengthError: prompt of {n} tokens + {max_new_tokens} new tokens exceeds the "
-                             f"allowed context of {self.max_context} tokens")
+            raise ContextLengthError.for_request(n, max_new_tokens, self.max_context)
         dev = self.device
-        cuda = dev.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
         res = GenResult(prompt_tokens=n, prefilled_tokens=n, rope_base=self.rope_base_for(n) if self._cfg else None)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            past = None
+        past = None
+
+        def prefill():
+            nonlocal past
             logits = None
+            extra = {"logits_to_keep": 1} if "logits_to_keep" in self._params() else {}
             for s in range(0, n, self.chunk_size):
                 chunk = torch.tensor([ids[s:s + self.chunk_size]], dtype=torch.long, device=dev)  # [1, T]
-                extra = {"logits_to_keep": 1} if "logits_to_keep" in self._params() else {}
                 out, past = self._forward(chunk, past, **extra)
                 logits = out.logits[0, -1].float()  # [vocab]
-            if cuda:
-                torch.cuda.synchronize(dev)
-            t1 = time.perf_counter()
-            res.prefill_s = t1 - t0
-            res.stop_reason = "length"
-            for i in range(int(max_new_tokens)):
-                tok = int(torch.argmax(logits).item())
-                if tok in self.stop_ids:
-                    res.stop_reason = "stop"
-                    break
-                res.token_ids.append(tok)
-                if i + 1 < max_new_tokens:
-                    out, past = self._forward(torch.tensor([[tok]], dtype=torch.long, device=dev), past)
-                    logits = out.logits[0, -1].float()
-            if cuda:
-                torch.cuda.synchronize(dev)
-            res.decode_s = time.perf_counter() - t1
-        from longctx.engine.generation import peak_memory_bytes
+            return logits
 
-        res.peak_mem_bytes = peak_memory_bytes(dev)
+        def step(tok):
+            nonlocal past
+            out, past = self._forward(tok.reshape(1, 1), past)  # [1, 1]
+            return out.logits[0, -1].float()  # [vocab]
+
+        with torch.inference_mode():
+            res.token_ids.extend(token_loop(prefill, step, max_new_tokens=int(max_new_tokens), stop_ids=self.stop_ids,
+                                            stats=res, device=dev))
         res.text = self.tokenizer.decode(res.token_ids)
         return res
 
     def _params(self) -> set[str]:
         """Keyword names of the model's forward (the cache argument was renamed in transformers 5)."""
         if not hasattr(self, "_fwd_params"):
-            import inspect
-
             try:
                 self._fwd_params = set(inspect.signature(self.model.forward).parameters)
             except (TypeError, ValueError):

@@ -29,7 +29,8 @@ import torch
 
 from longctx.backends.base import (BaseBackend, GenRequest, GenResult, OnResult, OnStart, common_prefix_len,
                                    error_text)
-from longctx.engine.generation import peak_memory_bytes
+from longctx.engine.generation import token_loop
+from longctx.errors import ContextLengthError
 
 __all__ = ["NativeBackend"]
 
@@ -95,51 +96,35 @@ class NativeBackend(BaseBackend):
         Leaves the cache holding exactly ``ids`` (generated positions dropped).
         """
         m = self.model
-        cuda = m.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(m.device)
         res = GenResult(prompt_tokens=len(ids), prefilled_tokens=len(ids) - start, cached_tokens=start,
                         rope_base=base)
         tail = torch.from_numpy(np.ascontiguousarray(ids[start:], dtype=np.int64))  # [T]
-        t0 = time.perf_counter()
-        logits = m.prefill(tail, cache, base)  # float32 [vocab]
-        if cuda:
-            torch.cuda.synchronize(m.device)
-        t1 = time.perf_counter()
-        res.prefill_s = t1 - t0
-        if self.keep_logits:
-            res.logits = logits.detach().float().cpu().clone()
-        res.stop_reason = "length"
-        for i in range(budget):
-            tok = int(torch.argmax(logits).item())
-            if tok in self.stop_ids:
-                res.stop_reason = "stop"
-                break
-            res.token_ids.append(tok)
-            if i + 1 < budget:
-                logits = m.decode_step(tok, cache, base)
-        if cuda:
-            torch.cuda.synchronize(m.device)
-        res.decode_s = time.perf_counter() - t1
-        res.peak_mem_bytes = peak_memory_bytes(m.device)
+
+        def prefill() -> torch.Tensor:
+            logits = m.prefill(tail, cache, base)  # float32 [vocab]
+            if self.keep_logits:
+                res.logits = logits.detach().float().cpu().clone()
+            return logits
+
+        res.token_ids.extend(token_loop(prefill, lambda tok: m.decode_step(tok, cache, base), max_new_tokens=budget,
+                                        stop_ids=self.stop_ids, stats=res, device=m.device))
         cache.truncate(len(ids))
         if self.tokenizer is not None:
             res.text = self.tokenizer.decode(res.token_ids)
         return res
 
-    def _check(self, req: GenRequest) -> Optional[str]:
-        need = len(req.ids) + req.max_new_tokens
-        if need > self.max_context:
-            return (f"ContextLengthError: prompt of {len(req.ids)} tokens + {req.max_new_tokens} new tokens "
-                    f"exceeds the allowed context of {self.max_context} tokens")
+    def _check(self, req: GenRequest) -> Optional[ContextLengthError]:
+        """The error a request that does not fit would raise, else None."""
+        if len(req.ids) + req.max_new_tokens > self.max_context:
+            return ContextLengthError.for_request(len(req.ids), req.max_new_tokens, self.max_context)
         return None
 
     def generate(self, ids: Sequence[int] | np.ndarray, max_new_tokens: int) -> GenResult:
         """One prompt from scratch in its own cache."""
         req = GenRequest(np.asarray(ids, dtype=np.int32), max_new_tokens)
         err = self._check(req)
-        if err:
-            raise ValueError(err)
+        if err is not None:
+            raise err
         cache = self.model.new_cache(len(req.ids) + req.max_new_tokens)
         return self._answer(req.ids, cache, 0, self.rope_base_for(len(req.ids)), req.max_new_tokens)
 
@@ -148,7 +133,7 @@ class NativeBackend(BaseBackend):
         """(requests that do not fit, [(base, requests in run order)] in ascending prompt length)."""
         bad, groups = [], {}
         for r in requests:
-            if self._check(r):
+            if self._check(r) is not None:
                 bad.append(r)
             else:
                 groups.setdefault(self.rope_base_for(len(r.ids)), []).append(r)
@@ -182,7 +167,7 @@ class NativeBackend(BaseBackend):
         for r in bad:
             if on_start is not None:
                 on_start(r, 0)
-            on_result(r, GenResult(prompt_tokens=len(r.ids), stop_reason="error", error=self._check(r)))
+            on_result(r, GenResult(prompt_tokens=len(r.ids), stop_reason="error", error=error_text(self._check(r))))
         for base, reqs in groups:
             capacity = max(len(r.ids) + r.max_new_tokens for r in reqs)
             cache = None

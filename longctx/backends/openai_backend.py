@@ -41,6 +41,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from longctx.backends.base import BaseBackend, GenRequest, GenResult, OnResult, OnStart, error_text
+from longctx.errors import ContextLengthError
 
 __all__ = ["OpenAIBackend", "HTTPStatusError", "API_MODES", "fetch_server_tokenizer"]
 
@@ -237,10 +238,9 @@ class OpenAIBackend(BaseBackend):
                     f"(GET /tokenizer). Pass --tokenizer PATH (the served model's checkpoint or tokenizer "
                     f"directory), or --approximate-lengths to run with lengths counted by another tokenizer "
                     f"(records are marked APPROXIMATE)")
-            from longctx.checkpoints.loading import default_model_dir
-            from longctx.tokenizer import load_tokenizer
+            from longctx.checkpoints.resolve import resolve  # lazy: keeps torch out of the openai backend
 
-            tok, source = load_tokenizer(default_model_dir()), "approximate:default"
+            tok, source = resolve(None).load_tokenizer(), "approximate:default"
             self.approximate = True
         self.tokenizer = tok
         self.tokenizer_source = source
@@ -406,8 +406,7 @@ class OpenAIBackend(BaseBackend):
         """One prompt (greedy), with retries; raises on a final failure."""
         ids = [int(t) for t in np.asarray(ids).tolist()]
         if len(ids) + int(max_new_tokens) > self.max_context:
-            raise ValueError(f"ContextLengthError: prompt of {len(ids)} tokens + {max_new_tokens} new tokens exceeds "
-                             f"the allowed context of {self.max_context} tokens")
+            raise ContextLengthError.for_request(len(ids), max_new_tokens, self.max_context)
         path, body = self._payload(ids, max_new_tokens)
         t0 = time.perf_counter()
         out = self._call("POST", self.base_url + path, body)

@@ -146,21 +146,12 @@ def resolve_spec(opts: BenchOptions) -> dict:
         cfg = get_preset(opts.preset)
         source, path = "preset", None
     else:
-        if opts.model is None:
-            from longctx.checkpoints.loading import default_model_dir
+        from longctx.checkpoints.resolve import resolve
 
-            path = str(default_model_dir())
-            source = "default"
-        else:
-            path = str(opts.model)
-            source = "path"
-            if not Path(path).exists():
-                raise ConfigError(f"model path not found: {path}")
-        from longctx.checkpoints.loading import config_for_path
-
-        cfg = config_for_path(path)
-        if source == "default":
-            cfg.name = "SmolLM2-135M-Instruct"
+        ckpt = resolve(opts.model)
+        source = "default" if ckpt.is_default else "path"
+        path = str(ckpt.model_dir) if ckpt.is_default else str(opts.model)
+        cfg = ckpt.config
     if opts.rope_scaling is not None:
         cfg = cfg.with_rope_scaling(opts.rope_scaling)
     dtype = resolve_dtype(DTYPE_NAMES[opts.dtype], device, cfg.torch_dtype)

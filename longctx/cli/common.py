@@ -50,7 +50,7 @@ def cli_errors(fn: Callable) -> Callable:
 def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",
                   max_context: Optional[int] = None, chunk_size: Optional[int] = None):
     """Loads a model from CLI options (errors surface as ValueError subclasses)."""
-    from longctx.engine.runtime import load_model
+    from longctx.qa.model import load_model  # the engine model plus .ask / .open (lazy: torch)
 
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size)
     if rope_scaling is not None:

@@ -65,7 +65,8 @@ def info(
 ) -> None:
     """Show a model's configuration, the memory a context length needs (weights + KV cache + working) and the
     prefill plan (one shot or chunk size) for the free memory."""
-    from longctx.engine.config import get_preset, load_config
+    from longctx.checkpoints.resolve import resolve  # lazy: keeps torch out of `longctx --help`
+    from longctx.engine.config import get_preset
     from longctx.engine.kv_cache import KV_DTYPES
     from longctx.engine.memory import estimate_memory, plan_prefill
     from longctx.engine.rope import base_for
@@ -74,15 +75,11 @@ def info(
         raise CliError("--context must be positive")
     if preset is not None:
         cfg = get_preset(preset)
-    elif model is not None:
-        from longctx.checkpoints.loading import config_for_path
-
-        cfg = config_for_path(model)
     else:
-        from longctx.checkpoints.loading import default_model_dir
-
-        cfg = load_config(default_model_dir())
-        cfg.name = "SmolLM2-135M-Instruct (default)"
+        spec = resolve(model)
+        cfg = spec.config
+        if spec.is_default:
+            cfg.name += " (default)"
     if rope_scaling is not None:
         cfg = cfg.with_rope_scaling(rope_scaling)
     nbytes = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "float32": 4, "fp32": 4}.get(dtype)

@@ -94,7 +94,7 @@ class PrefillProgress:
 
 
 def _read_document(file: str):
-    from longctx.qa.core import Document, load_documents
+    from longctx.qa import Document, load_documents
 
     if file == "-":
         text = sys.stdin.read()
@@ -111,7 +111,7 @@ def _system_arg(system: Optional[str]) -> Any:
 
 
 def _check_common(max_new_tokens: int, overflow: str) -> None:
-    from longctx.qa.core import OVERFLOW_POLICIES
+    from longctx.qa import OVERFLOW_POLICIES
 
     if max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         stats: bool = typer.Option(True, "--stats/--no-stats", help="Print a stats line on stderr after each answer."),
     ) -> None:
         """Prefill a document once, then answer questions typed at the prompt (Ctrl-D, exit or quit ends)."""
-        from longctx.qa.core import QAError
+        from longctx.qa import QAError
 
         if file == "-":
             raise CliError("chat reads questions from stdin; give the document as a file")

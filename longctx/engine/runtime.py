@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from longctx.errors import ContextLengthError
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from longctx.checkpoints.build import empty_model, load_checkpoint
+from longctx.checkpoints.resolve import resolve
 from longctx.engine.attention import resolve_backend
 from longctx.engine.config import ConfigError, ModelConfig, get_preset
-from longctx.engine.generation import Generation, GenerationStats, peak_memory_bytes, select_next
+from longctx.engine.generation import token_loop
+from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
+from longctx.engine.memory import estimate_memory
 from longctx.engine.model import Transformer
 from longctx.engine.rope import base_for
 
@@ -95,6 +98,11 @@ class LongCtxModel:
     def name(self) -> str:
         return self.config.name
 
+    def synchronize(self) -> None:
+        """Waits for the work queued on the device (CUDA); a no-op on the CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def rope_base_for(self, total_len: int) -> float:
         """The one RoPE base a request of ``total_len`` tokens uses (dynamic NTK when above M)."""
         return base_for(self.config, total_len)
@@ -119,10 +127,7 @@ class LongCtxModel:
         if prompt_len <= 0:
             raise ContextLengthError("empty prompt")
         if prompt_len + max_new_tokens > self.max_context:
-            raise ContextLengthError(
-                f"prompt of {prompt_len} tokens + {max_new_tokens} new tokens exceeds the allowed context of "
-                f"{self.max_context} tokens"
-            )
+            raise ContextLengthError.for_request(prompt_len, max_new_tokens, self.max_context)
 
     def _ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(ids), dtype=torch.long, device=self.device)  # [T]
@@ -140,8 +145,6 @@ class LongCtxModel:
         """
         if not self.one_shot_when_fits or n_tokens <= self.chunk_size:
             return self.chunk_size
-        from longctx.engine.memory import estimate_memory
-
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
         dtype_bytes = torch.finfo(self.dtype).bits // 8
@@ -198,9 +201,9 @@ class LongCtxModel:
         return out.float()
 
     @torch.inference_mode()
-    def decode_step(self, token_id: int, cache: KVCache, rope_base: float) -> torch.Tensor:
-        """One decode step: appends ``token_id`` and returns float32 ``[vocab]`` next-token logits."""
-        t = torch.tensor([int(token_id)], dtype=torch.long, device=self.device)  # [1]
+    def decode_step(self, token: int | torch.Tensor, cache: KVCache, rope_base: float) -> torch.Tensor:
+        """One decode step: appends ``token`` (an id or a ``[1]`` tensor) and returns float32 ``[vocab]`` logits."""
+        t = torch.as_tensor(token, dtype=torch.long).reshape(1).to(self.device)  # [1]
         return self.net(t, cache, rope_base, last_only=True).float()
 
     # -- generation --------------------------------------------------------------------------
@@ -216,7 +219,8 @@ class LongCtxModel:
         """Yields generated token ids (stop ids are not yielded); fills ``stats`` as it goes.
 
         With ``cache`` given, ``prompt_ids`` continue the cached sequence (prefix reuse); the
-        cache must have room for the prompt and the new tokens.
+        cache must have room for the prompt and the new tokens. Afterwards the cache holds the
+        prompt and every generated token that was fed back (all but the last of a full budget).
         """
         stats = stats if stats is not None else GenerationStats()
         prompt_ids = list(prompt_ids)
@@ -226,36 +230,20 @@ class LongCtxModel:
             cache = self.new_cache(len(prompt_ids) + max_new_tokens)
         base = rope_base if rope_base is not None else (
             cache.rope_base if cache.rope_base is not None else self.rope_base_for(cached + len(prompt_ids)))
-        stops = self._stop_ids(stop_ids)
         gen = None
         if temperature > 0:
             gen = torch.Generator()
             gen.manual_seed(seed if seed is not None else torch.seed())
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        stats.prompt_tokens, stats.cached_tokens, stats.rope_base = len(prompt_ids), cached, base
-        t0 = time.perf_counter()
-        logits = self.prefill(prompt_ids, cache, base, progress=progress)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        stats.prefill_s = time.perf_counter() - t0
-        stats.stop_reason = "length"
-        t_first = None
-        for i in range(max_new_tokens):
-            tok = select_next(logits, temperature, top_p, gen)
-            if t_first is None:
-                t_first = time.perf_counter()
-                stats.ttft_s = t_first - t0
-            if tok in stops:
-                stats.stop_reason = "stop"
-                break
-            stats.new_tokens += 1
-            stats.decode_s = time.perf_counter() - t_first
-            yield tok
-            if i + 1 < max_new_tokens:
-                logits = self.decode_step(tok, cache, base)
-        stats.decode_s = time.perf_counter() - (t_first or t0)
-        stats.peak_mem_bytes = peak_memory_bytes(self.device)
+        stats.prompt_tokens, stats.cached_tokens, stats.prefilled_tokens = cached + len(prompt_ids), cached, len(prompt_ids)
+        stats.rope_base = base
+        try:
+            yield from token_loop(lambda: self.prefill(prompt_ids, cache, base, progress=progress),
+                                  lambda tok: self.decode_step(tok, cache, base),
+                                  max_new_tokens=max_new_tokens, stop_ids=self._stop_ids(stop_ids), stats=stats,
+                                  device=self.device, temperature=temperature, top_p=top_p, generator=gen)
+        finally:
+            if stats.stop_reason == "stop":  # a stop id queued into the cache (CUDA) is dropped again
+                cache.truncate(min(cache.length, cached + len(prompt_ids) + stats.new_tokens))
 
     def stream(self, prompt: str | Sequence[int], **kwargs: Any) -> "TextStream":
         """Streams text pieces as they are generated; the stream's ``.stats`` fill as it runs.
@@ -268,9 +256,7 @@ class LongCtxModel:
 
     def generate(self, prompt: str | Sequence[int], **kwargs: Any) -> Generation:
         """Generates to completion; returns text, token ids and stats."""
-        s = self.stream(prompt, **kwargs)
-        text = "".join(s)
-        return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
+        return self.stream(prompt, **kwargs).finish()
 
     def chat_ids(self, messages: list[dict], system: Any = ...) -> list[int]:
         """Prompt ids for a conversation under the model's chat template (ends with the assistant prefix)."""
@@ -291,22 +277,7 @@ class LongCtxModel:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         s = TextStream(self, self.chat_ids(messages, system=system), kwargs)
-        if stream:
-            return s
-        text = "".join(s)
-        return Generation(text=text, token_ids=s.token_ids, stats=s.stats)
-
-    def ask(self, document: Any, question: str, **kw: Any):
-        """Answers a question about a document; see :func:`longctx.qa.core.ask`."""
-        from longctx.qa.core import ask
-
-        return ask(self, document, question, **kw)
-
-    def open(self, document: Any, **kw: Any):
-        """Prefills a document once for many questions; see :func:`longctx.qa.core.open_document`."""
-        from longctx.qa.core import open_document
-
-        return open_document(self, document, **kw)
+        return s if stream else s.finish()
 
 
 class TextStream:
@@ -315,8 +286,8 @@ class TextStream:
     def __init__(self, model: LongCtxModel, prompt_ids: list[int], kwargs: dict) -> None:
         self.model = model
         self.prompt_ids = prompt_ids
-        self.stats = GenerationStats()
-        self.token_ids: list[int] = []
+        self.stats = Generation()  # filled as the stream runs; its text is set by finish()
+        self.token_ids: list[int] = self.stats.token_ids
         self._ids = model.generate_ids(prompt_ids, stats=self.stats, **kwargs)
         self._decoder = model.tokenizer.stream_decoder() if model.tokenizer is not None else None
 
@@ -336,6 +307,11 @@ class TextStream:
     def text(self) -> str:
         return self.model.tokenizer.decode(self.token_ids) if self.model.tokenizer else ""
 
+    def finish(self) -> Generation:
+        """Runs the stream to the end and returns the :class:`Generation` (text, ids, stats)."""
+        self.stats.text = "".join(self)
+        return self.stats
+
 
 def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                  attn: str = "auto", seed: int = 0, chunk_size: int | None = None,
@@ -349,13 +325,7 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
         cfg = get_preset(cfg)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    from longctx.checkpoints.loading import skip_param_init
-
-    with torch.device("meta"), skip_param_init():
-        net = Transformer(cfg, attn=resolve_backend(attn, dev))
-    net = net.to(dt).to_empty(device=dev)  # cast on meta first: no float32 copy is ever allocated
-    if cfg.tie_word_embeddings:
-        net.output.weight = net.model.tok_embeddings.weight
+    net = empty_model(cfg, device=dev, dtype=dt, attn=resolve_backend(attn, dev))  # no float32 copy
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     with torch.no_grad():
@@ -371,12 +341,13 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                rope_scaling: Any = ..., attn: str = "auto", max_context: int | None = None,
-               chunk_size: int | None = None) -> LongCtxModel:
+               chunk_size: int | None = None, model_class: type[LongCtxModel] | None = None) -> LongCtxModel:
     """Loads a model.
 
     Args:
         path: a checkpoint directory (config.json + safetensors / .bin / GGUF, tokenizer files),
-            a ``.gguf`` file, or None for the embedded default model (SmolLM2-135M-Instruct).
+            a ``.gguf`` file, or None for the embedded default model (SmolLM2-135M-Instruct); see
+            :func:`longctx.checkpoints.resolve.resolve`.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         dtype: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
         rope_scaling: None (off), ``{"type": "dynamic", "factor": F}`` / ``"dynamic:F"``; left out,
@@ -384,49 +355,17 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         attn: ``auto`` | ``sdpa`` | ``eager`` | ``flash``.
         max_context: the longest request allowed (default: M, or M x factor with scaling).
         chunk_size: prefill chunk length (default by device).
+        model_class: the class to build (a subclass of :class:`LongCtxModel`, e.g. the one
+            :func:`longctx.load_model` returns, which adds document QA).
 
     Raises:
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
     """
-    from longctx.engine.config import load_config
-    from longctx.checkpoints.loading import default_model_dir, gguf_model_config, load_checkpoint, weight_files
-    from longctx.tokenizer import load_tokenizer, tokenizer_from_gguf
-
     dev = resolve_device(device)
-    if path is None:
-        model_dir = default_model_dir()
-    else:
-        model_dir = Path(path)
-        if model_dir.is_file() and model_dir.suffix == ".gguf":
-            cfg = gguf_model_config(model_dir)
-            dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-            net = load_checkpoint(model_dir.parent, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
-                                  rope_scaling=rope_scaling, cfg=cfg)
-            return LongCtxModel(net, tokenizer_from_gguf(model_dir), device=dev, dtype=dt, chunk_size=chunk_size,
-                                max_context=max_context, path=str(model_dir))
-        if not model_dir.exists():
-            raise ConfigError(f"model directory not found: {model_dir}")
-        if not model_dir.is_dir():
-            raise ConfigError(f"model path is not a directory or .gguf file: {model_dir}")
-    fmt, _files = weight_files(model_dir)
-    if fmt == "gguf" and not (model_dir / "config.json").is_file():
-        cfg = gguf_model_config(_files[0])
-    else:
-        cfg = load_config(model_dir)
-    if path is None:
-        cfg.name = "SmolLM2-135M-Instruct"
-    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    net = load_checkpoint(model_dir, device=dev, dtype=dt, attn=resolve_backend(attn, dev),
-                          rope_scaling=rope_scaling, cfg=cfg)
-    if _has_tokenizer_files(model_dir):
-        tok = load_tokenizer(model_dir)
-    elif fmt == "gguf":
-        tok = tokenizer_from_gguf(_files[0])
-    else:
-        tok = None  # weights only: token-id input works, text input raises a clear error
-    return LongCtxModel(net, tok, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
-                        path=str(model_dir) if path is not None else "default:SmolLM2-135M-Instruct")
-
-
-def _has_tokenizer_files(model_dir: Path) -> bool:
-    return (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer.model").is_file()
+    spec = resolve(path)
+    _ = spec.weights  # missing weights are reported before a bad config (as before)
+    dt = resolve_dtype(dtype, dev, spec.config.torch_dtype)
+    net = load_checkpoint(spec, device=dev, dtype=dt, attn=resolve_backend(attn, dev), rope_scaling=rope_scaling)
+    cls = model_class or LongCtxModel
+    return cls(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
+               path=spec.display)

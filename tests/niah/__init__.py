@@ -14,7 +14,7 @@ AUSTEN_SAMPLE_CHARS = 200_000
 @lru_cache(maxsize=None)
 def default_tokenizer():
     """The embedded default model's tokenizer (SmolLM2, byte-level BPE, ChatML)."""
-    from longctx.checkpoints.loading import default_model_dir
+    from longctx.checkpoints.default_model import default_model_dir
     from longctx.tokenizer import load_tokenizer
 
     return load_tokenizer(default_model_dir())

@@ -28,287 +28,48 @@ whole conversation after the document must fit in ``question_budget`` tokens.
 """
 from __future__ import annotations
 
-from longctx.errors import QAError, DocumentError, DocumentTruncatedWarning
-
-import os
 import time
 import warnings as _warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-if TYPE_CHECKING:  # the engine (torch) is imported lazily
+from longctx.backends.base import common_prefix_len
+from longctx.engine.results import Generation, GenerationStats
+from longctx.errors import ContextLengthError, DocumentTruncatedWarning, QAError
+from longctx.qa.documents import document_block, load_documents
+from longctx.qa.prompt import (OVERFLOW_POLICIES, check_budget, check_question, conversation_ids, fit_document,
+                               split_prompt)
+
+if TYPE_CHECKING:  # annotations only: the session drives whatever model it is given
     from longctx.engine.runtime import LongCtxModel
 
-__all__ = [
-    "Answer",
-    "AnswerStream",
-    "Document",
-    "DocumentError",
-    "DocumentSession",
-    "DocumentTruncatedWarning",
-    "OVERFLOW_POLICIES",
-    "QAError",
-    "TEXT_SUFFIXES",
-    "ask",
-    "document_block",
-    "load_documents",
-    "open_document",
-]
+__all__ = ["Answer", "AnswerStream", "DocumentSession", "ask", "open_document"]
 
-OVERFLOW_POLICIES = ("error", "truncate_middle", "truncate_end")
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text", ".rst")
-PDF_SUFFIX = ".pdf"
 DEFAULT_QUESTION_BUDGET = 512
 DEFAULT_MAX_NEW_TOKENS = 256
-_PATH_MAX = 4096
 
 ProgressFn = Callable[[int, int], None]
-DocumentInput = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 
-# ----------------------------------------------------------------------------------------------
-# Documents
-# ----------------------------------------------------------------------------------------------
 @dataclass
-class Document:
-    """One loaded document.
+class Answer(Generation):
+    """One answer and what it cost (the fields of :class:`~longctx.engine.results.Generation`).
+
+    ``prompt_tokens`` counts the whole prompt (document prefix + conversation + question),
+    ``cached_tokens`` of it came from the session's KV cache, ``stop_reason`` may also be
+    ``"interrupted"`` (a stream closed early).
 
     Attributes:
-        text: the document text (newlines normalized to ``\\n``, surrounding whitespace stripped).
-        title: file name for files, None for text given directly.
-        source: the path read, or None.
-    """
-
-    text: str
-    title: str | None = None
-    source: str | None = None
-
-
-def _looks_like_path(s: str) -> bool:
-    return 0 < len(s) < _PATH_MAX and "\n" not in s and "\r" not in s
-
-
-def _read_text_file(p: Path) -> str:
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DocumentError(f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                            "convert it to UTF-8 first") from None
-    return text
-
-
-def _read_pdf(p: Path) -> str:
-    try:
-        import pypdf
-    except ImportError:
-        raise DocumentError(f"{p}: reading PDF files needs the optional package pypdf "
-                            "(pip install pypdf, or pip install 'longctx[pdf]')") from None
-    try:
-        reader = pypdf.PdfReader(str(p))
-        if reader.is_encrypted:
-            try:
-                reader.decrypt("")
-            except Exception:  # noqa: BLE001
-                raise DocumentError(f"{p}: the PDF is encrypted") from None
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
-    except DocumentError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pypdf raises many types for damaged files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DocumentError(f"{p}: cannot read PDF: {msg}") from None
-    text = "\n\n".join(t for t in pages if t)
-    if not text.strip():
-        raise DocumentError(f"{p}: the PDF has no extractable text (a scanned PDF needs OCR first)")
-    return text
-
-
-def read_document_file(path: str | os.PathLike) -> Document:
-    """Reads a ``.txt`` / ``.md`` (UTF-8) or ``.pdf`` (via pypdf) file.
-
-    Files without a suffix are read as UTF-8 text; other suffixes are refused.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DocumentError: a directory, an unsupported type, undecodable or empty text, a PDF
-            without text or without pypdf installed.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"document not found: {p}")
-    if p.is_dir():
-        raise DocumentError(f"{p} is a directory, not a document file")
-    suffix = p.suffix.lower()
-    if suffix == PDF_SUFFIX:
-        text = _read_pdf(p)
-    elif suffix in TEXT_SUFFIXES or suffix == "":
-        text = _read_text_file(p)
-    else:
-        raise DocumentError(f"{p}: unsupported document type {p.suffix!r} "
-                            f"(supported: {', '.join(TEXT_SUFFIXES[:2])}, .pdf, or text without a suffix)")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise DocumentError(f"{p}: the document is empty")
-    return Document(text=text, title=p.name, source=str(p))
-
-
-def _load_one(item: Any) -> Document:
-    if isinstance(item, Document):
-        if not item.text.strip():
-            raise DocumentError("the document is empty")
-        return item
-    if isinstance(item, os.PathLike):
-        return read_document_file(item)
-    if isinstance(item, bytes):
-        raise DocumentError("pass document text as str (decode the bytes first) or a file path")
-    if not isinstance(item, str):
-        raise DocumentError(f"a document must be text, a path or a list of them, not {type(item).__name__}")
-    if _looks_like_path(item):
-        try:
-            is_file = os.path.isfile(item)
-        except (OSError, ValueError):
-            is_file = False
-        if is_file or os.path.isdir(item):
-            return read_document_file(item)
-        # A one-word string ending in a document suffix is a mistyped path, not a document.
-        suffix = os.path.splitext(item)[1].lower()
-        if not any(c.isspace() for c in item) and suffix in (*TEXT_SUFFIXES, PDF_SUFFIX):
-            raise FileNotFoundError(f"document not found: {item}")
-    text = item.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise DocumentError("the document is empty")
-    return Document(text=text)
-
-
-def load_documents(document: Any) -> list[Document]:
-    """Loads a document: text, a path (``pathlib.Path`` or an existing path as str), or a list.
-
-    A str names a file when such a file exists; otherwise it is the document text.
-
-    Raises:
-        FileNotFoundError, DocumentError: see :func:`read_document_file`; an empty list.
-    """
-    if isinstance(document, (list, tuple)):
-        if not document:
-            raise DocumentError("the list of documents is empty")
-        docs = []
-        for i, item in enumerate(document, 1):
-            if isinstance(item, (list, tuple)):
-                raise DocumentError(f"document {i} is a nested list; pass a flat list of texts or paths")
-            docs.append(_load_one(item))
-        return docs
-    return [_load_one(document)]
-
-
-def document_block(docs: Sequence[Document]) -> str:
-    """The document text of the user turn.
-
-    One document is its text as is. Several are each introduced by a title line
-    ``### Document i: <file name>`` (``### Document i`` for text given directly) and separated
-    by blank lines.
-    """
-    if len(docs) == 1:
-        return docs[0].text
-    parts = []
-    for i, d in enumerate(docs, 1):
-        head = f"### Document {i}: {d.title}" if d.title else f"### Document {i}"
-        parts.append(f"{head}\n\n{d.text}")
-    return "\n\n".join(parts)
-
-
-# ----------------------------------------------------------------------------------------------
-# Prompt building (token ids, spliced)
-# ----------------------------------------------------------------------------------------------
-def _segments(tok, messages: list[dict], system: Any, add_generation_prompt: bool = True) -> list:
-    if system is ...:
-        return tok.chat_segments(messages, add_generation_prompt=add_generation_prompt)
-    return tok.chat_segments(messages, system, add_generation_prompt)
-
-
-def _question_text(question: str) -> str:
-    return "\n\n" + question
-
-
-def split_prompt(tok, doc_ids: list[int], question: str, system: Any = ...) -> tuple[list[int], list[int]]:
-    """Prompt ids for ``doc_ids`` + question, split into (document prefix, question suffix).
-
-    The prefix ends with the last document token; the suffix is ``"\\n\\n" + question``, the end
-    of the user turn and the assistant header. ``prefix + suffix`` equals
-    ``tok.encode_segments(tok.chat_segments([{"role": "user", "content": [doc_ids, "\\n\\n" + question]}]))``.
-    """
-    segs = _segments(tok, [{"role": "user", "content": [list(doc_ids), _question_text(question)]}], system)
-    n = len(doc_ids)
-    for k in range(n, len(segs)):
-        if isinstance(segs[k], str) and segs[k - n:k] == list(doc_ids):
-            return tok.encode_segments(segs[:k]), tok.encode_segments(segs[k:])
-    raise QAError("internal error: the chat template did not keep the document ids together")
-
-
-def _conversation_ids(tok, doc_ids: list[int], turns: list[tuple[str, list[int]]], question: str,
-                      system: Any) -> list[int]:
-    """Ids of the whole conversation: the document turn, answered turns, the new question."""
-    if not turns:
-        pre, suf = split_prompt(tok, doc_ids, question, system)
-        return pre + suf
-    msgs: list[dict] = []
-    for i, (q, a_ids) in enumerate(turns):
-        content: Any = [list(doc_ids), _question_text(q)] if i == 0 else q
-        msgs.append({"role": "user", "content": content})
-        msgs.append({"role": "assistant", "content": [list(a_ids)] if a_ids else ""})
-    msgs.append({"role": "user", "content": question})
-    return tok.encode_segments(_segments(tok, msgs, system))
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Answer:
-    """One answer and what it cost.
-
-    Attributes:
-        text: the answer text.
-        token_ids: generated ids (stop id excluded).
-        prompt_tokens: tokens of the whole prompt (document prefix + conversation + question).
         document_tokens: tokens of the document block in the prompt (after any truncation).
-        cached_tokens: prompt tokens reused from the session's KV cache.
-        prefilled_tokens: prompt tokens this call computed (``prompt_tokens - cached_tokens``).
         question_tokens: tokens of the question suffix (question, end of turn, assistant header).
-        new_tokens: generated tokens.
-        prefill_s: seconds of prefill done by this call.
-        decode_s: seconds generating after the first token.
-        ttft_s: seconds from the call to the first generated token.
-        rope_base: the RoPE base used.
-        stop_reason: ``"stop"`` (end of turn) or ``"length"`` (``max_new_tokens``).
         warnings: human messages, e.g. the document truncation.
         truncated: the document was trimmed to fit.
     """
 
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    prompt_tokens: int = 0
     document_tokens: int = 0
-    cached_tokens: int = 0
-    prefilled_tokens: int = 0
     question_tokens: int = 0
-    new_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    ttft_s: float = 0.0
-    rope_base: float = 0.0
-    stop_reason: str = ""
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.prefilled_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        n = self.new_tokens - 1
-        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
 
     def footer(self) -> str:
         """One human line: tokens, prefill seconds and speed, time to first token, decode speed."""
@@ -346,62 +107,6 @@ class AnswerStream:
         return "".join(self)
 
 
-# ----------------------------------------------------------------------------------------------
-# Sessions
-# ----------------------------------------------------------------------------------------------
-def _check_budget(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise QAError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_question(question: Any) -> str:
-    if not isinstance(question, str):
-        raise QAError(f"the question must be a str, not {type(question).__name__}")
-    if not question.strip():
-        raise QAError("the question is empty")
-    return question.strip()
-
-
-def _omitted_marker(n: int) -> str:
-    return f"\n\n[... {n} tokens omitted ...]\n\n"
-
-
-def _fit_document(tok, doc_ids: list[int], usable: int, overflow: str, detail: str) -> tuple[list[int], list[str]]:
-    """Applies the overflow policy; returns the (possibly trimmed) ids and warnings."""
-    from longctx.engine.runtime import ContextLengthError
-
-    n = len(doc_ids)
-    if n <= usable:
-        return doc_ids, []
-    if overflow == "error":
-        raise ContextLengthError(
-            f"document is {n} tokens but at most {usable} fit ({detail}); allow a larger context, reserve "
-            "smaller budgets, or choose the truncate_middle / truncate_end overflow policy")
-    if overflow == "truncate_end":
-        kept = doc_ids[:usable]
-        msg = f"document truncated: kept the first {usable} of {n} tokens (dropped the last {n - usable})"
-        return kept, [msg]
-    # truncate_middle: head + marker + tail, the marker naming the omitted count
-    omitted = n - usable
-    for _ in range(4):
-        marker = tok.encode(_omitted_marker(omitted))
-        keep = usable - len(marker)
-        if keep < 2:
-            raise ContextLengthError(f"document is {n} tokens but only {usable} fit ({detail}): too few to truncate")
-        new_omitted = n - keep
-        if new_omitted == omitted:
-            break
-        omitted = new_omitted
-    marker = tok.encode(_omitted_marker(omitted))
-    keep = usable - len(marker)
-    head = (keep + 1) // 2
-    tail = keep - head
-    kept = doc_ids[:head] + marker + (doc_ids[n - tail:] if tail else [])
-    msg = (f"document truncated: kept the first {head} and last {tail} of {n} tokens "
-           f"(omitted {n - keep} in the middle)")
-    return kept, [msg]
-
 
 class DocumentSession:
     """A document prefilled once; :meth:`ask` answers questions from the cached prefix.
@@ -436,8 +141,8 @@ class DocumentSession:
             raise QAError(f"unknown overflow policy {overflow!r} (choose from {', '.join(OVERFLOW_POLICIES)})")
         self.model = model
         self.system = system
-        self.question_budget = _check_budget("question_budget", question_budget)
-        self.max_new_tokens = _check_budget("max_new_tokens", max_new_tokens)
+        self.question_budget = check_budget("question_budget", question_budget)
+        self.max_new_tokens = check_budget("max_new_tokens", max_new_tokens)
         self.history = bool(history)
         self.overflow = overflow
         self.documents = load_documents(document)
@@ -451,10 +156,8 @@ class DocumentSession:
         detail = (f"allowed context {model.max_context} - question budget {self.question_budget} - "
                   f"answer budget {self.max_new_tokens} - chat template {self.template_tokens}")
         if usable < 1:
-            from longctx.engine.runtime import ContextLengthError
-
             raise ContextLengthError(f"no room for a document: {detail} = {usable} tokens")
-        doc_ids, self.warnings = _fit_document(tok, doc_ids, usable, overflow, detail)
+        doc_ids, self.warnings = fit_document(tok, doc_ids, usable, overflow, detail)
         for w in self.warnings:
             _warnings.warn(w, DocumentTruncatedWarning, stacklevel=3)
         self.truncated = bool(self.warnings)
@@ -495,7 +198,7 @@ class DocumentSession:
             cb(0, self.prefix_tokens)
         t0 = time.perf_counter()
         m.prefill(self.prefix_ids, self._cache, self.rope_base, progress=cb)
-        _sync(m)
+        m.synchronize()
         self.prefill_s = time.perf_counter() - t0
         self._cached_ids = list(self.prefix_ids)
         self._committed = self.prefix_tokens
@@ -532,7 +235,7 @@ class DocumentSession:
     # -- questions -----------------------------------------------------------------------------
     def question_suffix(self, question: str) -> list[int]:
         """The ids a question adds after the document prefix (in a session without history)."""
-        return split_prompt(self.model.tokenizer, self.doc_ids, _check_question(question), self.system)[1]
+        return split_prompt(self.model.tokenizer, self.doc_ids, check_question(question), self.system)[1]
 
     def ask(self, question: str, *, max_new_tokens: int | None = None, stream: bool = False) -> Answer | AnswerStream:
         """Answers a question from the cached document (greedy).
@@ -552,14 +255,14 @@ class DocumentSession:
     def _start(self, question: str, max_new_tokens: int | None, *, t0: float, base_answer: Answer | None = None,
                progress: ProgressFn | None = None) -> AnswerStream:
         self._check_open()
-        question = _check_question(question)
-        mnt = self.max_new_tokens if max_new_tokens is None else _check_budget("max_new_tokens", max_new_tokens)
+        question = check_question(question)
+        mnt = self.max_new_tokens if max_new_tokens is None else check_budget("max_new_tokens", max_new_tokens)
         if mnt > self.max_new_tokens:
             raise QAError(f"max_new_tokens {mnt} exceeds the {self.max_new_tokens} this session reserved "
                           "(open the document with a larger max_new_tokens)")
         tok = self.model.tokenizer
         turns = self._turn_ids if self.history else []
-        full = _conversation_ids(tok, self.doc_ids, turns, question, self.system)
+        full = conversation_ids(tok, self.doc_ids, turns, question, self.system)
         if full[:self.prefix_tokens] != self.prefix_ids:
             raise QAError("internal error: the conversation does not start with the document prefix")
         after = len(full) - self.prefix_tokens
@@ -577,7 +280,7 @@ class DocumentSession:
         # Reuse: the document prefix always; in a conversation, everything still valid.
         keep = self.prefix_tokens
         if self.history and self._committed > keep:  # + the answered turns still in the cache
-            lcp = _common_prefix(self._cached_ids[:min(cache.length, self._committed)], full)
+            lcp = common_prefix_len(self._cached_ids[:min(cache.length, self._committed)], full)
             keep = max(keep, min(lcp, len(full) - 1))
         cache.truncate(keep)
         self._cached_ids = list(full)  # positions >= cache.length are refreshed as tokens go in
@@ -598,8 +301,6 @@ class DocumentSession:
 
     def _generate(self, question: str, suffix: list[int], mnt: int, ans: Answer, t0: float,
                   progress: ProgressFn | None) -> Iterator[str]:
-        from longctx.engine.generation import GenerationStats
-
         m = self.model
         tok = m.tokenizer
         stats = GenerationStats()
@@ -642,21 +343,6 @@ class DocumentSession:
             self._committed = cache.length
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _sync(model) -> None:
-    if model.device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(model.device)
-
-
 def _finish(s: AnswerStream) -> Answer:
     for _ in s:
         pass
@@ -664,8 +350,9 @@ def _finish(s: AnswerStream) -> Answer:
     return s.answer
 
 
+
 # ----------------------------------------------------------------------------------------------
-# Entry points (also attached to LongCtxModel as .open and .ask)
+# Entry points (bound as Model.open and Model.ask by longctx.qa.model)
 # ----------------------------------------------------------------------------------------------
 def open_document(model: "LongCtxModel", document: Any, *, system: Any = ...,
                   question_budget: int = DEFAULT_QUESTION_BUDGET, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -717,8 +404,8 @@ def ask(model: "LongCtxModel", document: Any, question: str, *, max_new_tokens: 
         An :class:`Answer`, or an :class:`AnswerStream` with ``stream=True``.
     """
     t0 = time.perf_counter()
-    question = _check_question(question)
-    max_new_tokens = _check_budget("max_new_tokens", max_new_tokens)
+    question = check_question(question)
+    max_new_tokens = check_budget("max_new_tokens", max_new_tokens)
     if model.tokenizer is None:
         raise QAError("this model has no tokenizer; document QA needs one")
     if question_budget is None:  # exactly the question's tokens (they do not depend on the document)
