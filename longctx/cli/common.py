@@ -86,12 +86,12 @@ def check_plot_targets(plot: Path) -> None:
     base = plot.with_suffix("") if plot.suffix.lower() in _IMAGE_MAGIC else plot
     for p in (base.with_name(base.name + ext) for ext in (".png", ".svg", "_by_length.png", "_by_length.svg")):
         if p.is_dir():
-            raise OutputError(f"--plot target {p} is a folder")
+            raise OutputError(f"plot file {p} is a folder")
         if p.exists():
             with open(p, "rb") as f:
                 head = f.read(512).lstrip()
             if not any(head.startswith(m) for m in _IMAGE_MAGIC[p.suffix.lower()]):
-                raise OutputError(f"--plot target {p} exists and is not a {p.suffix[1:].upper()} image; "
+                raise OutputError(f"plot file {p} exists and is not a {p.suffix[1:].upper()} image; "
                                   f"choose another --plot (it was left untouched)")
 
 
@@ -100,6 +100,12 @@ def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: O
     """Loads a model from CLI options (errors surface as ValueError subclasses)."""
     from longctx.engine.runtime import load_model
 
+    check_device(device)
+    check_positive(max_context=max_context, chunk_size=chunk_size)
+    if rope_scaling is not None:
+        from longctx.engine.config import parse_rope_scaling
+
+        parse_rope_scaling(rope_scaling)
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size)
     if rope_scaling is not None:
         kwargs["rope_scaling"] = rope_scaling

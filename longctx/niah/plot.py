@@ -80,10 +80,14 @@ def _read_jsonl(path: str | Path) -> list[dict]:
         try:
             rec["target_length"] = int(rec["target_length"])
             rec["target_depth"] = float(rec["target_depth"])
+        except OverflowError:
+            raise ValueError(f"{where}: target_length is not a finite number") from None
         except (TypeError, ValueError):
             raise ValueError(f"{where}: target_length/target_depth are not numbers") from None
         if not math.isfinite(rec["target_depth"]):
             raise ValueError(f"{where}: target_depth is not a finite number")
+        if isinstance(rec.get("score"), float) and not math.isfinite(rec["score"]):
+            raise ValueError(f"{where}: score is not a finite number")
         records.append(rec)
     if not records:
         raise ValueError(f"{p}: no records")
