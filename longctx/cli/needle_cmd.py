@@ -83,7 +83,7 @@ def _config_and_tokenizer(model: Optional[str]):
 
 
 def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chunk_size: Optional[int],
-               prefix_sharing: bool, budget: int):
+               prefix_sharing: bool, budget: int, recalibrate: bool = False):
     """The sweep's plan (cells not yet in ``out``, tokens, time, memory) from config + tokenizer only."""
     import functools
 
@@ -100,7 +100,7 @@ def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chun
     built = [builder.build(c.length, c.depth, c.trial) for c in todo]
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
-    cost = P.calibrate(cfg, str(dev), str(dt).replace("torch.", ""))
+    cost = P.calibrate(cfg, str(dev), str(dt).replace("torch.", ""), refresh=recalibrate)
     return P.make_plan(grid, built, answer_budget=budget, group_key=functools.partial(base_for, cfg),
                        prefix_sharing=prefix_sharing, cost=cost, cfg=cfg, dtype_bytes=dt.itemsize,
                        chunk=int(chunk_size or default_chunk_size(dev)), free_bytes=P.available_memory(str(dev)),
@@ -169,6 +169,7 @@ def register(app: typer.Typer) -> None:
         depths: Optional[str] = typer.Option(None, "--depths", help="Percent in [0, 100]: one depth (50), a list (0,25,50), N depths N@FROM..TO (11@0..100) or sigmoid:N (denser at the ends). A bare number is ONE depth."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, tokens, time, memory) and exit without loading the model."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Run even when the plan is over 2 hours or over free memory."),
+        recalibrate: bool = typer.Option(False, "--recalibrate", help="Probe this device again for the time estimate (a few seconds; stored in the cache folder)."),
         task: str = typer.Option("single", "--task", help="passkey | single | multikey | multivalue | multiquery | custom (NAME:VALUE_TYPE ok)."),
         value_type: Optional[str] = typer.Option(None, "--value-type", help="number | word | uuid (single/multi* tasks)."),
         answer_budget: Optional[int] = typer.Option(None, "--answer-budget", help="Max new tokens per answer (default: the task's, 128 for single)."),
@@ -207,7 +208,12 @@ def register(app: typer.Typer) -> None:
         max_context: Optional[int] = MaxCtxOpt,
         chunk_size: Optional[int] = ChunkOpt,
     ) -> None:
-        """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap."""
+        """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap.
+
+        Grid: a bare number is ONE value (--lengths 4K = one length of 4000 tokens, --depths 50 = one depth); N values are written N@FROM..TO (--lengths 10@1K..200K, --depths 11@0..100) or --num-lengths N with --max-len. K = 1000, Ki = 1024.
+
+        Plan: before the model loads it prints the cells, tokens to prefill (with prefix sharing), largest context, estimated time (calibrated for this device) and memory against free memory. --dry-run stops there; a plan over 2 hours or over free memory needs --yes.
+        """
         from longctx.niah.grid import make_grid, parse_depths, parse_lengths
         from longctx.niah.grid import shard as shard_cells
         from longctx.niah.results import check_results_file
@@ -323,7 +329,7 @@ def register(app: typer.Typer) -> None:
                 ctx = int(cfg.context_limit)
             grid = select(length_list)
             plan_obj = _make_plan(cfg, tok, make_builder(tok, ctx), grid, out, device, dtype, chunk_size,
-                                  prefix_sharing, budget)
+                                  prefix_sharing, budget, recalibrate)
             if rope_auto:
                 plan_obj.notes.append(f"--rope-scaling auto: {rope_scaling} (window {cfg.context_limit:,} tokens)")
             if problem:

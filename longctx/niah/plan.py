@@ -11,7 +11,10 @@ answer tokens::
 (seconds per decode step per layer) and ``h`` (embedding + output head per decode step) are
 measured for the device, dtype, thread count and layer shape by a short probe on a random-weight
 model of one and three layers of that shape (:func:`calibrate`; a few seconds on a CPU) and stored
-in ``<cache>/calibration.json`` (:func:`longctx.paths.cache_root`), so later plans are instant.
+in ``<cache>/calibration.json`` (:func:`longctx.paths.cache_root`), so later plans are instant. On a
+CPU they are CPU seconds, divided at plan time by the cores the process gets now
+(:func:`cpu_cores_now`, from the load average): on a shared machine a short probe runs at full speed
+while a long sweep gets its fair share.
 Answers stop at the stop token; the plan assumes :data:`ASSUMED_ANSWER_TOKENS` per cell (at most
 the answer budget). The running ETA of a sweep uses the same model, scaled by the ratio of the
 measured to the predicted time of the cells finished so far.
@@ -33,7 +36,7 @@ from longctx.paths import cache_root
 from longctx.units import format_size
 
 __all__ = ["CostModel", "Plan", "make_plan", "format_plan", "calibrate", "calibration_key", "check_plan",
-           "ASSUMED_ANSWER_TOKENS", "TIME_LIMIT_S", "available_memory"]
+           "ASSUMED_ANSWER_TOKENS", "TIME_LIMIT_S", "available_memory", "cpu_cores_now"]
 
 ASSUMED_ANSWER_TOKENS = 32
 TIME_LIMIT_S = 2 * 3600.0
@@ -52,6 +55,7 @@ class CostModel:
     h: float  # s / decode step outside the layers (embedding, output head)
     key: str = ""
     measured: str = ""
+    cores: float = 1.0  # CPU: the cores this process gets now (the coefficients are CPU seconds); CUDA: 1
 
     def cell_seconds(self, prompt_len: int, prefilled: int, new_tokens: int = ASSUMED_ANSWER_TOKENS) -> float:
         """Predicted seconds of one cell: prefill of ``prefilled`` tokens after ``prompt_len - prefilled``
@@ -59,7 +63,22 @@ class CostModel:
         P, T, L = prompt_len - prefilled, prefilled, self.num_layers
         prefill = L * (self.a * T + self.b * ((P + T) ** 2 - P ** 2) / 2.0)
         decode = new_tokens * (L * (self.s + self.b * prompt_len) + self.h)
-        return prefill + decode
+        return (prefill + decode) / self.cores
+
+
+def cpu_cores_now(threads: int) -> float:
+    """The CPU cores a process with ``threads`` busy threads gets now: ``threads`` on an idle machine,
+    its fair share ``cpus x threads / (load + threads)`` when other jobs keep the CPUs busy (1-minute
+    load average; a short probe measures CPU seconds because the scheduler favours short bursts)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return max(1e-3, min(float(threads), cpus * threads / max(load + threads, cpus)))
 
 
 def calibration_key(cfg, device: str, dtype: str, threads: int) -> str:
@@ -104,11 +123,13 @@ def calibrate(cfg, device: str, dtype: str, *, refresh: bool = False) -> CostMod
 
     key = calibration_key(cfg, device, dtype, torch.get_num_threads())
     stored = None if refresh else _load_store().get(key)
-    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in "absh"):
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in "absh") \
+            or stored.get("clock") not in ("cpu", "wall"):
         stored = _probe(cfg, device, dtype)
         _save(key, stored)
+    cores = 1.0 if device.startswith("cuda") else cpu_cores_now(torch.get_num_threads())
     return CostModel(num_layers=cfg.num_layers, key=key, **{k: float(stored[k]) for k in "absh"},
-                     measured=str(stored.get("measured", "")))
+                     measured=str(stored.get("measured", "")), cores=cores)
 
 
 def _probe(cfg, device: str, dtype: str) -> dict:
@@ -120,14 +141,17 @@ def _probe(cfg, device: str, dtype: str) -> dict:
 
     from longctx.engine.runtime import random_model
 
+    cuda = device.startswith("cuda")
+    clock = time.perf_counter if cuda else time.process_time  # CPU: CPU seconds (see cpu_cores_now)
+
     def timed(fn) -> float:
         best = float("inf")
         for _ in range(2):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            if device.startswith("cuda"):
+            if cuda:
                 torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, clock() - t0)
         return best
 
     rng = np.random.default_rng(0)
@@ -170,7 +194,8 @@ def _probe(cfg, device: str, dtype: str) -> dict:
     s = max((decode[3] - decode[1]) / 2.0, decode[3] / 6.0)
     h = max(decode[1] - s, 0.0)
     ctx_part = out["b"] * max(_PROBE_LENGTHS)
-    out.update(s=max(s - ctx_part, s / 2.0), h=h, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    out.update(s=max(s - ctx_part, s / 2.0), h=h, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               clock="wall" if cuda else "cpu")
     return out
 
 
@@ -277,8 +302,11 @@ def format_plan(plan: Plan) -> list[str]:
                  f"{ratio:.2f}x fewer with prefix sharing)")
     lines.append(f"  largest context: {plan.largest_context:,} tokens (prompt + answer budget)")
     if plan.seconds is not None:
+        cores = plan.cost_model.cores if plan.cost_model is not None else None
         lines.append(f"  estimated time: {_clock(plan.seconds)} (h:mm:ss, model load not included; "
-                     f"{ASSUMED_ANSWER_TOKENS} answer tokens per cell assumed)")
+                     f"{plan.answer_tokens} answer tokens per cell assumed"
+                     + (f"; {cores:.2f} CPU cores free for it now" if cores is not None and cores != 1.0 else "")
+                     + ")")
     else:
         lines.append("  estimated time: not estimated for this backend")
     mem = plan.memory

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from longctx.backends.base import Backend, GenRequest, GenResult
-from longctx.niah.results import ResultsFile, cell_key
+from longctx.niah.results import ResultsFile, cell_key, check_results_file
 from longctx.niah.scoring import score_cell
 
 __all__ = ["ContextLimitError", "Summary", "run_sweep", "sweep_settings", "check_context", "prompt_file_name",
@@ -347,6 +347,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
     Raises:
         ContextLimitError: a length + answer budget beyond ``backend.max_context`` (before any compute).
         ValueError: a cell cannot be built; ConfigMismatchError: another configuration's results.
+        OutputError: ``out_path`` exists and is not a results file (it is left untouched).
     """
     from longctx import __version__
 
@@ -368,6 +369,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
     run_info = dict(info or {})
     run_info.setdefault("cells", len(cells))
     run_info.setdefault("backend", model_info)
+    check_results_file(out_path)  # never append to (or "repair") a file that is not a results file
     results = ResultsFile(out_path, settings, info=run_info, force=force, warn=warn)
     try:
         summary = Summary(results_path=Path(out_path), run_id=results.run_id, cells_total=len(cells),

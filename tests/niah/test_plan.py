@@ -62,17 +62,18 @@ def test_cost_model_is_quadratic_in_length():
                                                            + 10 * (2 * (0.01 + 1e-6 * 1000) + 0.1))
 
 
-def test_calibration_is_probed_once_and_stored(tmp_path, monkeypatch):
+def test_calibration_is_probed_once_and_stored(tmp_path, monkeypatch, one_thread):
     from longctx.engine.config import get_preset
 
     monkeypatch.setenv("LONGCTX_CACHE", str(tmp_path))
     calls = []
     monkeypatch.setattr(P, "_probe", lambda cfg, device, dtype: calls.append(1) or
-                        {"a": 1e-4, "b": 1e-8, "s": 1e-3, "h": 1e-3, "measured": "now"})
+                        {"a": 1e-4, "b": 1e-8, "s": 1e-3, "h": 1e-3, "measured": "now", "clock": "cpu"})
     cfg = get_preset("tiny")
     c1 = P.calibrate(cfg, "cpu", "float32")
     c2 = P.calibrate(cfg, "cpu", "float32")
-    assert calls == [1] and c1 == c2 and c1.num_layers == cfg.num_layers
+    assert calls == [1] and (c1.a, c1.b, c1.s, c1.h) == (c2.a, c2.b, c2.s, c2.h) == (1e-4, 1e-8, 1e-3, 1e-3)
+    assert c1.num_layers == cfg.num_layers and 0 < c1.cores <= 1  # torch has 1 thread here (one_thread)
     stored = json.loads((tmp_path / "calibration.json").read_text())
     assert list(stored) == [c1.key] and "h64-i160-H4-kv2-d16-V512" in c1.key
     P.calibrate(cfg, "cpu", "float32", refresh=True)
@@ -92,6 +93,16 @@ def _plan(seconds=10.0, total=100, free=1000):
     return P.Plan(cells=2, skipped=1, lengths=[1000, 2000], depths=[0.0, 50.0], trials=1, prompt_tokens=3000,
                   prefill_tokens=2500, largest_context=2128, seconds=seconds,
                   memory={"weights": 60, "kv_cache": 30, "working": 10, "total": total, "free": free})
+
+
+def test_cores_now_is_the_fair_share(monkeypatch):
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (13.0, 0.0, 0.0))
+    assert P.cpu_cores_now(1) == pytest.approx(2 / 14)  # 13 other jobs on 2 CPUs
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert P.cpu_cores_now(1) == 1.0 and P.cpu_cores_now(2) == 2.0 and P.cpu_cores_now(8) == 2.0
+    cm = P.CostModel(num_layers=1, a=1.0, b=0.0, s=0.0, h=0.0, cores=0.5)
+    assert cm.cell_seconds(10, 10, 0) == pytest.approx(20.0)
 
 
 def test_format_and_gate():
