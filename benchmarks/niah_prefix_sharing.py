@@ -1,6 +1,6 @@
 """Benchmark: prefix-shared prefill vs a naive NIAH sweep, and the 200K-token cell build time.
 
-    python benchmarks/niah_prefix_sharing.py [--lengths 500,1000,1500,2000] [--depths 11]
+    python benchmarks/niah_prefix_sharing.py [--lengths 500,1000,1500,2000] [--depths 11@0..100]
         [--answer-budget 32] [--build-length 200000] [--threads N] [--json OUT.json]
 
 Runs the same grid (default: 4 lengths x 11 depths, task single:number, haystack austen,
@@ -26,7 +26,7 @@ import time
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", default="500,1000,1500,2000")
-    ap.add_argument("--depths", default="11")
+    ap.add_argument("--depths", default="11@0..100")
     ap.add_argument("--task", default="single")
     ap.add_argument("--haystack", default="austen")
     ap.add_argument("--answer-budget", type=int, default=32)

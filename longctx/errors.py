@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
     "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsError", "ResultsWarning",
-    "DocumentTruncatedWarning", "ServeError", "ReportError",
+    "DocumentTruncatedWarning", "ServeError", "ReportError", "GridError", "OutputError", "PlanLimitError",
 ]
 
 
@@ -46,6 +46,22 @@ class ContextLimitError(ContextLengthError):
         more = f" ({n_bad} lengths of the grid are too long)" if n_bad > 1 else ""
         super().__init__(f"length {length} + answer budget {budget} = {length + budget} tokens exceeds the "
                          f"model's allowed context of {limit} tokens{more}")
+
+
+class GridError(LongctxError, ValueError):
+    """A size, length list, depth list or range that cannot be parsed or is out of bounds."""
+
+
+class OutputError(LongctxError, OSError):
+    """An output path that must not or cannot be written: a file that is not ours, a read-only
+    folder, a full disk. Nothing that was there before is changed."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror); keep the one line as given
+        return str(self.args[0]) if self.args else ""
+
+
+class PlanLimitError(LongctxError, ValueError):
+    """A sweep plan over the time or memory limit, run without ``--yes``."""
 
 
 class CacheFullError(LongctxError, RuntimeError):

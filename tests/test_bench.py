@@ -47,7 +47,7 @@ def test_flops_7b_200k_order_of_magnitude():
 
 def test_parse_lengths():
     assert spec.parse_lengths("512, 256,256") == [256, 512]
-    assert spec.parse_lengths("8K,2k") == [2048, 8192]
+    assert spec.parse_lengths("8K,2k,8Ki") == [2000, 8000, 8192]  # K = 1000, Ki = 1024 (longctx.units)
     for bad in ("", "abc", "12,-3", "0", "1.5"):
         with pytest.raises(ValueError):
             spec.parse_lengths(bad)

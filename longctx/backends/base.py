@@ -22,7 +22,7 @@ import numpy as np
 from longctx.engine.results import Generation
 
 __all__ = ["GenRequest", "GenResult", "Backend", "BaseBackend", "OnResult", "OnStart", "error_text",
-           "common_prefix_len"]
+           "common_prefix_len", "prefix_groups", "prefix_schedule"]
 
 
 @dataclass(eq=False)
@@ -81,6 +81,36 @@ def common_prefix_len(a: np.ndarray, b: np.ndarray) -> int:
         return 0
     diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(diff[0]) if len(diff) else n
+
+
+def _sort_key(ids: np.ndarray) -> bytes:
+    # Big-endian unsigned bytes compare (memcmp) exactly like the id sequences compare.
+    return np.asarray(ids, dtype=np.int64).astype(">u4").tobytes()
+
+
+def prefix_groups(requests: Sequence["GenRequest"], group_key: Callable[[int], Any]) -> list[tuple[Any, list["GenRequest"]]]:
+    """Requests grouped for prefix sharing: one group per ``group_key(len(prompt))`` (a backend's RoPE
+    base), each in lexicographic order of its ids (a depth-first walk of the prompt trie), groups in
+    ascending order of their longest prompt. Torch-free, so a sweep can be planned before any model loads."""
+    groups: dict[Any, list[GenRequest]] = {}
+    for r in requests:
+        groups.setdefault(group_key(len(r.ids)), []).append(r)
+    ordered = [(key, sorted(reqs, key=lambda r: _sort_key(r.ids))) for key, reqs in groups.items()]
+    ordered.sort(key=lambda g: (max(len(r.ids) for r in g[1]), g[0]))
+    return ordered
+
+
+def prefix_schedule(groups: Sequence[tuple[Any, Sequence["GenRequest"]]]) -> list[tuple["GenRequest", int]]:
+    """``(request, prompt tokens to prefill)`` in run order: each request reuses its longest common
+    prefix with the previous one of its group, keeping at least one token to prefill."""
+    out = []
+    for _, reqs in groups:
+        prev = np.zeros(0, dtype=np.int32)
+        for r in reqs:
+            lcp = min(common_prefix_len(prev, r.ids), len(r.ids) - 1)
+            out.append((r, len(r.ids) - lcp))
+            prev = r.ids
+    return out
 
 
 @runtime_checkable

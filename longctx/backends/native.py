@@ -28,16 +28,11 @@ import numpy as np
 import torch
 
 from longctx.backends.base import (BaseBackend, GenRequest, GenResult, OnResult, OnStart, common_prefix_len,
-                                   error_text)
+                                   error_text, prefix_groups, prefix_schedule)
 from longctx.engine.generation import token_loop
 from longctx.errors import ContextLengthError
 
 __all__ = ["NativeBackend"]
-
-
-def _sort_key(ids: np.ndarray) -> bytes:
-    # Big-endian unsigned bytes compare (memcmp) exactly like the id sequences compare.
-    return np.asarray(ids, dtype=np.int64).astype(">u4").tobytes()
 
 
 class NativeBackend(BaseBackend):
@@ -131,32 +126,15 @@ class NativeBackend(BaseBackend):
     # -- many requests ---------------------------------------------------------------------------
     def _groups(self, requests: Sequence[GenRequest]) -> tuple[list[GenRequest], list[tuple[float, list[GenRequest]]]]:
         """(requests that do not fit, [(base, requests in run order)] in ascending prompt length)."""
-        bad, groups = [], {}
-        for r in requests:
-            if self._check(r) is not None:
-                bad.append(r)
-            else:
-                groups.setdefault(self.rope_base_for(len(r.ids)), []).append(r)
-        ordered = []
-        for base, reqs in groups.items():
-            reqs = sorted(reqs, key=lambda r: _sort_key(r.ids))
-            ordered.append((base, reqs))
-        ordered.sort(key=lambda g: (max(len(r.ids) for r in g[1]), g[0]))
-        return bad, ordered
+        bad = [r for r in requests if self._check(r) is not None]
+        return bad, prefix_groups([r for r in requests if self._check(r) is None], self.rope_base_for)
 
     def schedule(self, requests: Sequence[GenRequest]) -> list[tuple[GenRequest, int]]:
         """Run order with the prompt tokens each request will prefill."""
         if not self.prefix_sharing:
             return [(r, len(r.ids)) for r in requests]
         bad, groups = self._groups(requests)
-        out = [(r, 0) for r in bad]
-        for _, reqs in groups:
-            prev = np.zeros(0, dtype=np.int32)
-            for r in reqs:
-                lcp = min(common_prefix_len(prev, r.ids), len(r.ids) - 1)
-                out.append((r, len(r.ids) - lcp))
-                prev = r.ids
-        return out
+        return [(r, 0) for r in bad] + prefix_schedule(groups)
 
     def run(self, requests: Sequence[GenRequest], *, on_result: OnResult,
             on_start: Optional[OnStart] = None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from longctx.engine.config import ConfigError, ModelConfig, parse_rope_scaling
+from longctx.units import parse_size_list
 from longctx.engine.runtime import load_model, random_model
 
 IMPLS = ("longctx", "transformers")
@@ -104,32 +105,15 @@ class BenchOptions:
 
 
 def parse_lengths(text: str) -> list[int]:
-    """``"8192,32768"`` -> ``[8192, 32768]``; a ``k``/``K`` suffix multiplies by 1024 (``"8K"`` = 8192).
+    """``"8192,32768"`` -> ``[8192, 32768]``; sizes as in :mod:`longctx.units` (``"8K"`` = 8000,
+    ``"8Ki"`` = 8192).
 
     Returns the lengths sorted, without duplicates.
 
     Raises:
-        ConfigError: empty list, a non-integer or a length < 1.
+        GridError: empty list, a non-integer or a length < 1.
     """
-    out = []
-    for part in str(text).split(","):
-        p = part.strip().replace("_", "")
-        if not p:
-            continue
-        mult = 1
-        if p[-1] in "kK":
-            mult, p = 1024, p[:-1]
-        try:
-            n = int(p) * mult
-        except ValueError:
-            raise ConfigError(f"bad length {part.strip()!r} in --lengths (expected integers like 8192,32768 or 8K)") from None
-        if n < 1:
-            raise ConfigError(f"bad length {part.strip()!r} in --lengths (must be >= 1)")
-        out.append(n)
-    if not out:
-        raise ConfigError("--lengths is empty (expected e.g. 8192,32768)")
-    return sorted(set(out))
-
+    return parse_size_list(text, "--lengths")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,9 +5,36 @@ the one typer app. Imports flow one way: cli -> experiment drivers -> engine.
 """
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer._click import exceptions as click_errors  # typer vendors click; its errors live here
+from typer.core import TyperGroup
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage and type errors as one ``error: ...`` line on stderr with exit code 2 (no usage box)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:  # bare `longctx`: the help text, as before
+            e.show()
+            sys.exit(e.exit_code)
+        except click_errors.ClickException as e:
+            msg = " ".join(e.format_message().split())
+            typer.echo(f"error: {msg}", err=True)
+            sys.exit(2 if isinstance(e, click_errors.UsageError) else e.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="longctx",
     help="Long-context inference and needle-in-a-haystack evaluation.",
     no_args_is_help=True,

@@ -16,7 +16,7 @@ def prefill(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: embedded SmolLM2-135M-Instruct)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A named shape: internlm2-chat-7b | internlm2-chat-20b | tiny (needs --random-weights)."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Random weights of the preset's shape (no checkpoint needed)."),
-    lengths: str = typer.Option("8192,32768,131072,200000", "--lengths", help="Comma-separated prompt lengths in tokens (a k suffix means x1024)."),
+    lengths: str = typer.Option("8192,32768,131072,200000", "--lengths", help="Prompt lengths in tokens: 8192,32768 or 8K,32Ki (K = 1000, Ki = 1024)."),
     chunk: Optional[int] = typer.Option(None, "--chunk", help="Engine prefill chunk (default: 8192 CUDA, the engine's CPU default otherwise)."),
     baseline: str = typer.Option("transformers", "--baseline", help="transformers | none"),
     dtype: str = typer.Option("auto", "--dtype", help="bf16 | fp16 | fp32 | auto (fp32 on CPU, the checkpoint's half type on CUDA)."),

@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from longctx.errors import LongctxError, OutputError
+
 # Option declarations reused by every command that loads a model.
 ModelOpt = typer.Option(None, "--model", "-m", help="Checkpoint directory or .gguf file (default: embedded SmolLM2-135M-Instruct).")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
@@ -40,11 +42,57 @@ def cli_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130)
-        except (CliError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            fail(msg)
+        except (CliError, LongctxError, ValueError, UnicodeDecodeError) as e:
+            fail(one_line(e))
+        except OSError as e:  # read-only folder, disk full, missing file: one line, never a traceback
+            fail(one_line(e))
 
     return wrapper
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message; an OSError as ``<reason>: <file>``."""
+    if isinstance(e, OSError) and not isinstance(e, LongctxError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else e.__class__.__name__
+
+
+def check_device(device: str) -> None:
+    """Refuses a --device string that is not auto, cpu, cuda or cuda:N (before torch loads)."""
+    from longctx.engine.config import parse_device
+
+    parse_device(device)
+
+
+def check_positive(**values: Optional[float]) -> None:
+    """Refuses zero or negative values of the named options (None = not given, the default applies)."""
+    for name, v in values.items():
+        if v is not None and v <= 0:
+            raise CliError(f"--{name.replace('_', '-')} must be positive (got {v})")
+
+
+def check_output_dir(path: Optional[Path], option: str) -> None:
+    """A folder the command will write files into: refused when it is an existing non-folder."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path} is a file, not a folder; give a folder (it was left untouched)")
+
+
+_IMAGE_MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".pdf": (b"%PDF",), ".svg": (b"<?xml", b"<svg")}
+
+
+def check_plot_targets(plot: Path) -> None:
+    """Refuses a --plot whose image files (``X.png``, ``X.svg``, ``X_by_length.*``) exist and are not images."""
+    base = plot.with_suffix("") if plot.suffix.lower() in _IMAGE_MAGIC else plot
+    for p in (base.with_name(base.name + ext) for ext in (".png", ".svg", "_by_length.png", "_by_length.svg")):
+        if p.is_dir():
+            raise OutputError(f"plot file {p} is a folder")
+        if p.exists():
+            with open(p, "rb") as f:
+                head = f.read(512).lstrip()
+            if not any(head.startswith(m) for m in _IMAGE_MAGIC[p.suffix.lower()]):
+                raise OutputError(f"plot file {p} exists and is not a {p.suffix[1:].upper()} image; "
+                                  f"choose another --plot (it was left untouched)")
 
 
 def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",
@@ -52,6 +100,12 @@ def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: O
     """Loads a model from CLI options (errors surface as ValueError subclasses)."""
     from longctx.qa.model import load_model  # the engine model plus .ask / .open (lazy: torch)
 
+    check_device(device)
+    check_positive(max_context=max_context, chunk_size=chunk_size)
+    if rope_scaling is not None:
+        from longctx.engine.config import parse_rope_scaling
+
+        parse_rope_scaling(rope_scaling)
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size)
     if rope_scaling is not None:
         kwargs["rope_scaling"] = rope_scaling

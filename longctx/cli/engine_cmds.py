@@ -8,7 +8,7 @@ import typer
 
 from longctx.cli import app
 from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
-                                cli_errors, human_bytes, load_from_cli)
+                                check_positive, cli_errors, human_bytes, load_from_cli)
 
 
 @app.command()
@@ -35,6 +35,9 @@ def generate(
         raise CliError("empty prompt")
     if max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
+    from longctx.engine.config import check_sampling
+
+    check_sampling(temperature, top_p)
     m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
     kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     if chat:
@@ -55,9 +58,9 @@ def generate(
 def info(
     model: Optional[str] = ModelOpt,
     preset: Optional[str] = typer.Option(None, "--preset", help="A named shape instead of a checkpoint: internlm2-chat-7b | internlm2-chat-20b | tiny."),
-    context: int = typer.Option(32768, "--context", "-c", help="Context length for the memory estimate."),
+    context: str = typer.Option("32Ki", "--context", "-c", help="Context length for the memory estimate (32K = 32000, 32Ki = 32768)."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="dtype for the estimate: bfloat16 | float16 | float32"),
-    chunk_size: int = typer.Option(8192, "--chunk-size", help="Prefill chunk for the working-memory estimate."),
+    chunk_size: int = typer.Option(8192, "--chunk-size", help="Prefill chunk for the working-memory estimate (tokens)."),
     rope_scaling: Optional[str] = RopeOpt,
     kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache storage: auto (the model dtype) | int8 | fp8."),
     free_gb: Optional[float] = typer.Option(None, "--free-gb", help="Device memory to plan against, in GB (10^9 "
@@ -71,8 +74,10 @@ def info(
     from longctx.engine.memory import estimate_memory, plan_prefill
     from longctx.engine.rope import base_for
 
-    if context < 1:
-        raise CliError("--context must be positive")
+    from longctx.units import parse_size
+
+    context = parse_size(context, "--context")
+    check_positive(chunk_size=chunk_size)
     if preset is not None:
         cfg = get_preset(preset)
     else:

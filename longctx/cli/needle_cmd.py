@@ -14,8 +14,8 @@ from typing import List, Optional
 
 import typer
 
-from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
-                                cli_errors, load_from_cli)
+from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, check_device,
+                                check_output_dir, check_plot_targets, check_positive, cli_errors, load_from_cli)
 
 #: The default grid with the embedded default model (SmolLM2-135M-Instruct, 8K window): sized to
 #: finish well inside 5 minutes on a 2-core CPU, model load included (see README / docs/benchmarks.md).
@@ -23,6 +23,8 @@ DEFAULT_LENGTHS = "1000,2000,4000"
 DEFAULT_DEPTHS = "0,25,50,75,100"
 #: Without --lengths for another model: this many lengths from --min-len to --max-len.
 DEFAULT_LENGTH_COUNT = 8
+#: Depths for another model when --depths is not given.
+DEFAULT_DEPTH_RANGE = "11@0..100"
 DEFAULT_OUT = Path("results/needle.jsonl")
 
 
@@ -41,15 +43,87 @@ def _parse_shard(spec: Optional[str]) -> Optional[tuple[int, int]]:
     return i, n
 
 
-def _context_hint(model, need: int) -> str:
-    cfg = model.config
+def rope_factor_for(cfg, need: int) -> int:
+    """The smallest whole dynamic-NTK factor whose window covers ``need`` tokens (1 = none needed)."""
+    return max(1, math.ceil(need / int(cfg.max_position_embeddings)))
+
+
+def _context_hint(cfg, need: int) -> str:
+    """How to fit ``need`` tokens (the LONGEST length + answer budget) into ``cfg``'s context."""
     m = int(cfg.max_position_embeddings)
-    factor = max(2, math.ceil(need / m))
+    factor = max(2, rope_factor_for(cfg, need))
     if cfg.rope_scaling is None:
         return (f"; to go past the trained window of {m} tokens use --rope-scaling dynamic:{factor} "
-                f"(or --max-context {need} to run without scaling)")
-    return (f"; raise it with a larger --rope-scaling dynamic:F (now {cfg.rope_scaling}) "
+                f"(or --rope-scaling auto; or --max-context {need} to run without scaling)")
+    return (f"; raise it with --rope-scaling dynamic:{factor} or --rope-scaling auto (now {cfg.rope_scaling}) "
             f"or --max-context {need}")
+
+
+def _config_and_tokenizer(model: Optional[str]):
+    """The model's configuration and tokenizer without its weights (to plan before loading)."""
+    from longctx.checkpoints.loading import config_for_path, default_model_dir
+    from longctx.engine.runtime import _has_tokenizer_files
+    from longctx.tokenizer.core import load_tokenizer, tokenizer_from_gguf
+
+    if model is None:
+        d = default_model_dir()
+        cfg = config_for_path(d)
+        cfg.name = "SmolLM2-135M-Instruct"
+        return cfg, load_tokenizer(d)
+    p = Path(model)
+    cfg = config_for_path(p)
+    if p.is_file():
+        return cfg, tokenizer_from_gguf(p)
+    if _has_tokenizer_files(p):
+        return cfg, load_tokenizer(p)
+    ggufs = sorted(p.glob("*.gguf"))
+    if ggufs:
+        return cfg, tokenizer_from_gguf(ggufs[0])
+    raise CliError(f"the model {model} has no tokenizer")
+
+
+def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chunk_size: Optional[int],
+               prefix_sharing: bool, budget: int, recalibrate: bool = False):
+    """The sweep's plan (cells not yet in ``out``, tokens, time, memory) from config + tokenizer only."""
+    import functools
+
+    from longctx.engine.rope import base_for
+    from longctx.engine.runtime import default_chunk_size, resolve_device, resolve_dtype
+    from longctx.niah import plan as P
+    from longctx.niah.results import cell_key, read_records
+
+    done = set()
+    if out.is_file():
+        done = {cell_key(r.get("task"), r.get("target_length"), r.get("target_depth"), r.get("trial"))
+                for r in read_records(out) if all(k in r for k in ("task", "target_length", "target_depth", "trial"))}
+    todo = [c for c in grid if cell_key(builder.task.id, c.length, c.depth, c.trial) not in done]
+    built = [builder.build(c.length, c.depth, c.trial) for c in todo]
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev, cfg.torch_dtype)
+    cost = P.calibrate(cfg, str(dev), str(dt).replace("torch.", ""), refresh=recalibrate)
+    return P.make_plan(grid, built, answer_budget=budget, group_key=functools.partial(base_for, cfg),
+                       prefix_sharing=prefix_sharing, cost=cost, cfg=cfg, dtype_bytes=dt.itemsize,
+                       chunk=int(chunk_size or default_chunk_size(dev)), free_bytes=P.available_memory(str(dev)),
+                       skipped=len(grid) - len(todo))
+
+
+def _format_plan(plan) -> list[str]:
+    from longctx.niah.plan import format_plan
+
+    return format_plan(plan)
+
+
+def _check_plan(plan, yes: bool) -> None:
+    from longctx.niah.plan import check_plan
+
+    check_plan(plan, yes)
+
+
+def _cost_fn(plan):
+    """The plan's per-cell cost model for the running ETA (None when there is none)."""
+    if plan is None or plan.cost_model is None:
+        return None
+    return plan.cell_seconds
 
 
 def _plot(out: Path, plot: Path) -> list[Path]:
@@ -86,18 +160,22 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def needle(
         model: Optional[str] = ModelOpt,
-        max_len: Optional[str] = typer.Option(None, "--max-len", help="Longest context (model tokens; 4K, 200K ok) for a count of --lengths."),
-        min_len: Optional[str] = typer.Option(None, "--min-len", help="Shortest context for a count of --lengths (default 1000)."),
-        lengths: Optional[str] = typer.Option(None, "--lengths", help="K lengths from --min-len to --max-len, or a list: 1K,2K,4K (K = 1000, Ki = 1024)."),
-        length_spacing: str = typer.Option("linear", "--length-spacing", help="linear | geometric spacing for a count of lengths."),
-        depths: Optional[str] = typer.Option(None, "--depths", help="K depths in [0, 100], sigmoid:K (denser at the ends) or a list: 0,25,50."),
+        max_len: Optional[str] = typer.Option(None, "--max-len", help="Longest context in model tokens (200K = 200000); without --lengths: --num-lengths lengths up to it."),
+        min_len: Optional[str] = typer.Option(None, "--min-len", help="Shortest context for --num-lengths (default 1K)."),
+        num_lengths: Optional[int] = typer.Option(None, "--num-lengths", help=f"How many lengths from --min-len to --max-len (default {DEFAULT_LENGTH_COUNT})."),
+        lengths: Optional[str] = typer.Option(None, "--lengths", help="One length (16K), a list (1K,2K,4K) or N lengths N@FROM..TO (10@1K..200K). K = 1000, Ki = 1024; a bare number is ONE length."),
+        length_spacing: str = typer.Option("linear", "--length-spacing", help="linear | geometric spacing of N@FROM..TO / --num-lengths."),
+        depths: Optional[str] = typer.Option(None, "--depths", help="Percent in [0, 100]: one depth (50), a list (0,25,50), N depths N@FROM..TO (11@0..100) or sigmoid:N (denser at the ends). A bare number is ONE depth."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, tokens, time, memory) and exit without loading the model."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Run even when the plan is over 2 hours or over free memory."),
+        recalibrate: bool = typer.Option(False, "--recalibrate", help="Probe this device again for the time estimate (a few seconds; stored in the cache folder)."),
         task: str = typer.Option("single", "--task", help="passkey | single | multikey | multivalue | multiquery | custom (NAME:VALUE_TYPE ok)."),
         value_type: Optional[str] = typer.Option(None, "--value-type", help="number | word | uuid (single/multi* tasks)."),
         answer_budget: Optional[int] = typer.Option(None, "--answer-budget", help="Max new tokens per answer (default: the task's, 128 for single)."),
         trials: int = typer.Option(1, "--trials", help="Trials per (length, depth) cell, each with its own seeded needle."),
         seed: int = typer.Option(0, "--seed", help="Base seed of the needle values."),
         haystack: str = typer.Option("austen", "--haystack", help="austen | web_bible | noise, or a .txt file / a folder of .txt files."),
-        out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Results JSONL; an existing file of the same configuration is resumed."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Results JSONL; an existing results file of the same configuration is resumed; any other existing file is refused."),
         plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap image (PNG; SVG and a _by_length chart beside it). Default: plots/<out name>.png"),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw the heatmap."),
         report: Optional[bool] = typer.Option(None, "--report/--no-report", help="Also write the clickable HTML report beside the heatmap (plots/<out name>.html). Default: only for the default sweep."),
@@ -125,23 +203,33 @@ def register(app: typer.Typer) -> None:
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="transformers backend: allow the checkpoint's own modelling code (InternLM2 needs it)."),
         device: str = DeviceOpt,
         dtype: str = DtypeOpt,
-        rope_scaling: Optional[str] = RopeOpt,
+        rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR (e.g. dynamic:4), none, or auto (the dynamic-NTK factor that covers the longest length; recorded in the results); default: the checkpoint's."),
         attn: str = AttnOpt,
         max_context: Optional[int] = MaxCtxOpt,
         chunk_size: Optional[int] = ChunkOpt,
     ) -> None:
-        """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap."""
-        from longctx.niah.grid import make_grid, parse_depths, parse_lengths, parse_size
+        """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap.
+
+        Grid: a bare number is ONE value (--lengths 4K = one length of 4000 tokens, --depths 50 = one depth); N values are written N@FROM..TO (--lengths 10@1K..200K, --depths 11@0..100) or --num-lengths N with --max-len. K = 1000, Ki = 1024.
+
+        Plan: before the model loads it prints the cells, tokens to prefill (with prefix sharing), largest context, estimated time (calibrated for this device) and memory against free memory. --dry-run stops there; a plan over 2 hours or over free memory needs --yes.
+        """
+        from longctx.niah.grid import make_grid, parse_depths, parse_lengths
         from longctx.niah.grid import shard as shard_cells
+        from longctx.niah.results import check_results_file
         from longctx.niah.tasks import make_task
+        from longctx.units import parse_size
 
         t_start = time.perf_counter()
         # -- everything checkable without the model ----------------------------------------------
         if trials < 1:
             raise CliError(f"--trials must be at least 1 (got {trials})")
-        depth_list = parse_depths(depths if depths is not None else (DEFAULT_DEPTHS if model is None else "11"))
-        max_l = parse_size(max_len) if max_len is not None else None
-        min_l = parse_size(min_len) if min_len is not None else None
+        depth_list = parse_depths(depths if depths is not None else (DEFAULT_DEPTHS if model is None else
+                                                                       DEFAULT_DEPTH_RANGE))
+        max_l = parse_size(max_len, "--max-len") if max_len is not None else None
+        min_l = parse_size(min_len, "--min-len") if min_len is not None else None
+        if num_lengths is not None and lengths is not None:
+            raise CliError("give either --lengths or --num-lengths, not both")
         if length_spacing not in ("linear", "geometric"):
             raise CliError(f"bad --length-spacing {length_spacing!r}: choose linear or geometric")
         shard_spec = _parse_shard(shard)
@@ -161,26 +249,97 @@ def register(app: typer.Typer) -> None:
 
         if haystack not in BUILTIN_HAYSTACKS:
             read_haystack_path(haystack)  # missing / empty / not UTF-8 -> one line, before the model loads
-        if out.exists() and out.is_dir():
-            raise CliError(f"--out is a directory: {out}")
-        if rope_scaling is not None:
+        check_results_file(out)  # an existing file that is not our results file is never touched
+        check_output_dir(dump_prompts, "--dump-prompts")
+        plot_path = None if no_plot else (plot if plot is not None else
+                                          Path("plots") / f"{out.name.split('.')[0] or 'needle'}.png")
+        if plot_path is not None:
+            check_plot_targets(plot_path)
+        check_positive(max_context=max_context, chunk_size=chunk_size)
+        rope_auto = rope_scaling is not None and rope_scaling.strip().lower() == "auto"
+        if rope_scaling is not None and not rope_auto:
             from longctx.engine.config import parse_rope_scaling
 
             parse_rope_scaling(rope_scaling)
-        if max_context is not None and max_context < 1:
-            raise CliError(f"--max-context must be positive (got {max_context})")
+        if rope_auto and backend_name != "native":
+            raise CliError("--rope-scaling auto needs the native backend")
+        check_device(device)
         from longctx.backends.factory import check_options, make_backend
 
         backend_opts = dict(model=str(Path(model).resolve()) if model is not None else None, device=device, dtype=dtype,
-                            rope_scaling=rope_scaling, attn=attn, max_context=max_context, chunk_size=chunk_size,
-                            base_url=base_url, served_model=served_model, api_key_env=api_key_env,
-                            concurrency=concurrency, tokenizer=tokenizer, approximate_lengths=approximate_lengths,
-                            api_mode=api_mode, timeout=request_timeout, max_retries=max_retries,
-                            trust_remote_code=trust_remote_code)
+                            rope_scaling=None if rope_auto else rope_scaling, attn=attn, max_context=max_context,
+                            chunk_size=chunk_size, base_url=base_url, served_model=served_model,
+                            api_key_env=api_key_env, concurrency=concurrency, tokenizer=tokenizer,
+                            approximate_lengths=approximate_lengths, api_mode=api_mode, timeout=request_timeout,
+                            max_retries=max_retries, trust_remote_code=trust_remote_code)
         backend_name = check_options(backend_name, **backend_opts)
+        budget = task_obj.answer_budget
 
-        # -- model, haystack, prompt builder -----------------------------------------------------
+        def grid_lengths(ctx: int) -> list[int]:
+            if lengths is None and max_l is None and min_l is None and num_lengths is None and model is None:
+                return parse_lengths(DEFAULT_LENGTHS)
+            if lengths is not None:
+                return parse_lengths(lengths, min_l, max_l, scale=length_spacing)
+            top = max_l if max_l is not None else ctx - budget
+            if top < 1:
+                raise CliError(f"the model's context of {ctx} tokens leaves no room for the "
+                               f"answer budget of {budget} tokens")
+            return parse_lengths(None, min_l, top, scale=length_spacing,
+                                 count=DEFAULT_LENGTH_COUNT if num_lengths is None else num_lengths)
+
+        # -- the plan: before any weights load ----------------------------------------------------
+        from longctx.niah.haystack import get_haystack
+        from longctx.niah.prompt import AUTO, DEFAULT_SYSTEM, PromptBuilder
+        from longctx.niah.runner import ContextLimitError, LogProgress, RichProgress, run_sweep
+
+        def make_builder(tok, ctx):
+            return PromptBuilder(tok, get_haystack(haystack, tok), task_obj, chat=not no_chat,
+                                 system=DEFAULT_SYSTEM if system is None else (system or None),
+                                 answer_prefix=AUTO if answer_prefix is None else answer_prefix,
+                                 max_context=ctx, seed=seed)
+
+        def select(length_list: list[int]):
+            grid = make_grid(length_list, depth_list, trials)
+            if shard_spec is not None:
+                grid = shard_cells(grid, *shard_spec)
+                if not grid:
+                    raise CliError(f"shard {shard} of {len(length_list) * len(depth_list) * trials} cells is empty")
+            return grid
+
+        plan_obj = None
         if backend_name == "native":
+            cfg, tok = _config_and_tokenizer(str(Path(model).resolve()) if model is not None else None)
+            if rope_scaling is not None and not rope_auto:
+                cfg = cfg.with_rope_scaling(rope_scaling)
+            ctx = int(max_context or cfg.context_limit)
+            length_list = grid_lengths(ctx)
+            need = max(length_list) + budget
+            if rope_auto:
+                factor = rope_factor_for(cfg, need)
+                rope_scaling = f"dynamic:{factor}" if factor > 1 else "none"
+                cfg = cfg.with_rope_scaling(rope_scaling)
+                ctx = int(max_context or cfg.context_limit)
+            problem = None
+            if need > ctx:
+                problem = str(ContextLimitError(min(L for L in length_list if L + budget > ctx), budget, ctx,
+                                                sum(L + budget > ctx for L in length_list))) + _context_hint(cfg, need)
+                if not dry_run:
+                    raise CliError(problem)
+                cfg = cfg.with_rope_scaling(f"dynamic:{max(2, rope_factor_for(cfg, need))}")
+                ctx = int(cfg.context_limit)
+            grid = select(length_list)
+            plan_obj = _make_plan(cfg, tok, make_builder(tok, ctx), grid, out, device, dtype, chunk_size,
+                                  prefix_sharing, budget, recalibrate)
+            if rope_auto:
+                plan_obj.notes.append(f"--rope-scaling auto: {rope_scaling} (window {cfg.context_limit:,} tokens)")
+            if problem:
+                plan_obj.notes.append(f"cannot run as given: {problem.replace('; ', '; hint: ', 1)}; "
+                                      f"planned with --rope-scaling {cfg.rope_scaling}")
+            for line in _format_plan(plan_obj):
+                typer.echo(line)
+            if dry_run:
+                return
+            _check_plan(plan_obj, yes)
             m = load_from_cli(str(Path(model).resolve()) if model is not None else None, device, dtype, rope_scaling,
                               attn, max_context, chunk_size)
             if m.tokenizer is None:
@@ -191,38 +350,18 @@ def register(app: typer.Typer) -> None:
         else:  # transformers / openai: the backend brings the tokenizer and the context limit
             m = None
             backend = make_backend(backend_name, **{k: v for k, v in backend_opts.items() if v is not None})
+            length_list = grid_lengths(backend.max_context)
+            grid = select(length_list)
+            if dry_run:
+                typer.echo(f"plan: {len(grid)} cells; time and memory are not estimated for the {backend_name} "
+                           f"backend")
+                return
         tok, ctx = backend.tokenizer, backend.max_context
-        from longctx.niah.haystack import get_haystack
-        from longctx.niah.prompt import AUTO, DEFAULT_SYSTEM, PromptBuilder
-        from longctx.niah.runner import ContextLimitError, LogProgress, RichProgress, run_sweep
-
-        budget = task_obj.answer_budget
-        if lengths is None and max_l is None and min_l is None and model is None:
-            length_list = parse_lengths(DEFAULT_LENGTHS)
-        else:
-            if max_l is None and (lengths is None or lengths.strip().isdigit()):
-                max_l = ctx - budget
-                if max_l < 1:
-                    raise CliError(f"the model's context of {ctx} tokens leaves no room for the "
-                                   f"answer budget of {budget} tokens")
-            length_list = parse_lengths(lengths if lengths is not None else str(DEFAULT_LENGTH_COUNT), min_l, max_l,
-                                        scale=length_spacing)
-        grid = make_grid(length_list, depth_list, trials)
-        if shard_spec is not None:
-            grid = shard_cells(grid, *shard_spec)
-            if not grid:
-                raise CliError(f"shard {shard} of {len(length_list) * len(depth_list) * trials} cells is empty")
         bad = [L for L in length_list if L + budget > ctx]
         if bad:
             e = ContextLimitError(bad[0], budget, ctx, len(bad))
-            raise CliError(str(e) + (_context_hint(m, bad[0] + budget) if m is not None else ""))
-
-        hs = get_haystack(haystack, tok)
-        builder = PromptBuilder(
-            tok, hs, task_obj, chat=not no_chat,
-            system=DEFAULT_SYSTEM if system is None else (system or None),
-            answer_prefix=AUTO if answer_prefix is None else answer_prefix,
-            max_context=ctx, seed=seed)
+            raise CliError(str(e) + (_context_hint(m.config, max(bad) + budget) if m is not None else ""))
+        builder = make_builder(tok, ctx)
 
         def warn(msg: str) -> None:
             typer.echo(f"warning: {msg}", err=True)
@@ -230,7 +369,13 @@ def register(app: typer.Typer) -> None:
         info = {"lengths": length_list, "depths": depth_list, "trials": trials,
                 "shard": shard, "haystack": haystack, "argv": sys.argv[1:], "host": os.uname().nodename
                 if hasattr(os, "uname") else None}
-        progress = RichProgress() if sys.stderr.isatty() else LogProgress()
+        if plan_obj is not None:
+            info["plan"] = {"cells": plan_obj.cells, "prefill_tokens": plan_obj.prefill_tokens,
+                            "estimated_s": plan_obj.seconds}
+        if rope_auto:
+            info["rope_scaling_auto"] = rope_scaling
+        cost = _cost_fn(plan_obj)
+        progress = RichProgress(cost=cost) if sys.stderr.isatty() else LogProgress(cost=cost)
         binfo = backend.model_info()
         who = f"{m.name} ({m.path})" if m is not None else \
             f"{binfo.get('model_name')} ({backend_name}{' at ' + binfo['base_url'] if binfo.get('base_url') else ''})"
@@ -242,7 +387,7 @@ def register(app: typer.Typer) -> None:
             summary = run_sweep(backend, builder, grid, out, progress=progress, dump_prompts=dump_prompts,
                                 force=force, info=info, warn=warn)
         except ContextLimitError as e:  # pragma: no cover - checked above already
-            raise CliError(str(e) + (_context_hint(m, e.length + e.budget) if m is not None else "")) from None
+            raise CliError(str(e) + (_context_hint(m.config, e.length + e.budget) if m is not None else "")) from None
         for note in (backend.notes() if hasattr(backend, "notes") else []):
             warn(note)
         summary.wall_s = time.perf_counter() - t_start
@@ -250,8 +395,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wall time: {summary.wall_s:.1f}s (model load and cell building included)")
         typer.echo(f"results: {out}")
 
-        if not no_plot:
-            plot_path = plot if plot is not None else Path("plots") / f"{out.name.split('.')[0] or 'needle'}.png"
+        if plot_path is not None:
             try:
                 written = _plot(out, plot_path)
             except (OSError, ValueError) as e:

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from longctx.cli.common import check_plot_targets
+
 
 class GroupBy(str, enum.Enum):
     run = "run"
@@ -91,6 +93,10 @@ def register(app: typer.Typer) -> None:
         if out is None:
             out = Path("plots") / f"{Path(results[0]).name.split('.')[0] or 'niah'}.png"
         base = out.with_suffix("") if out.suffix.lower() in (".png", ".svg", ".pdf") else out
+        try:
+            check_plot_targets(out)  # an existing file that is not an image is never overwritten
+        except OSError as e:
+            raise _fail(str(e)) from None
         try:
             written = plot_heatmaps(runs, base, title=title)
             written += plot_accuracy_vs_length(runs, base.with_name(base.name + "_by_length"), title=title)

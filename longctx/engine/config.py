@@ -11,9 +11,38 @@ from longctx.errors import ConfigError
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def parse_device(device: Any) -> str:
+    """Checks a device string without torch: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: anything else (``tpu``, ``cuda:abc``, ``""``).
+    """
+    text = str(device).strip().lower()
+    if not _DEVICE_RE.match(text):
+        raise ConfigError(f"invalid device {str(device)!r}: expected auto, cpu, cuda or cuda:N")
+    return text
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Refuses a negative (or non-finite) temperature and a top-p outside (0, 1].
+
+    Raises:
+        ConfigError: with the offending value.
+    """
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (got {temperature:g})")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise ConfigError(f"top-p must be in (0, 1] (got {top_p:g})")
 
 
 # Default context cap when dynamic NTK is on (it has no natural limit); --max-context overrides.
@@ -159,6 +188,15 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size",
+                     "max_position_embeddings"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name} must be a positive integer (got {v!r})")
+        if self.head_dim_override is not None and self.head_dim_override <= 0:
+            raise ConfigError(f"head_dim must be a positive integer (got {self.head_dim_override!r})")
+        if not math.isfinite(self.rope_theta) or self.rope_theta <= 0:
+            raise ConfigError(f"rope_theta must be positive (got {self.rope_theta!r})")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})"
@@ -272,7 +310,7 @@ def from_hf_dict(cfg: dict[str, Any], name: str = "model") -> ModelConfig:
         ConfigError: unsupported ``model_type`` or RoPE method, missing fields.
     """
     if not isinstance(cfg, dict):
-        raise ConfigError(f"config.json must hold a JSON object, got {type(cfg).__name__}")
+        raise ConfigError(f"config.json must hold a JSON object, not a {type(cfg).__name__}")
     model_type = cfg.get("model_type")
     if model_type not in ("internlm2", "llama", "qwen2"):
         raise ConfigError(f"unsupported model_type {model_type!r}: longctx runs 'internlm2', 'llama' and 'qwen2' "
@@ -285,6 +323,8 @@ def from_hf_dict(cfg: dict[str, Any], name: str = "model") -> ModelConfig:
     try:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
+        if heads <= 0:
+            raise ConfigError(f"num_attention_heads must be a positive integer (got {heads})")
         kwargs = dict(
             hidden_size=hidden,
             intermediate_size=int(cfg["intermediate_size"]),
@@ -306,6 +346,8 @@ def from_hf_dict(cfg: dict[str, Any], name: str = "model") -> ModelConfig:
         )
     except KeyError as e:
         raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config.json has a field that is not a number: {e}") from None
     if model_type == "llama" and cfg.get("mlp_bias"):
         raise ConfigError("llama checkpoints with mlp_bias are not supported")
     return ModelConfig(**kwargs)

@@ -16,7 +16,7 @@ import torch
 from longctx.checkpoints.build import empty_model, load_checkpoint
 from longctx.checkpoints.resolve import resolve
 from longctx.engine.attention import resolve_backend
-from longctx.engine.config import ConfigError, ModelConfig, get_preset
+from longctx.engine.config import ConfigError, ModelConfig, check_sampling, get_preset, parse_device
 from longctx.engine.generation import token_loop
 from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
@@ -33,9 +33,12 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto`` -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        if parse_device(device) == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(parse_device(device))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
     return dev
@@ -79,14 +82,16 @@ class LongCtxModel:
         self.config: ModelConfig = net.cfg
         self.device = device
         self.dtype = dtype
-        self.chunk_size = int(chunk_size or default_chunk_size(device))
+        self.chunk_size = int(default_chunk_size(device) if chunk_size is None else chunk_size)
         # With no chunk size given, a CUDA prefill that fits in free memory runs in one shot: the
         # plain causal flash kernel (Tq == Tk) ran at 527 TFLOP/s on an H200 where lower-right
         # chunks ran at ~360 (docs/benchmarks.md); otherwise it is chunked to bound memory.
         self.one_shot_when_fits = chunk_size is None and device.type == "cuda"
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk size must be positive, got {self.chunk_size}")
-        self.max_context = int(max_context or self.config.context_limit)
+        if max_context is not None and int(max_context) <= 0:
+            raise ConfigError(f"max context must be positive, got {max_context}")
+        self.max_context = int(self.config.context_limit if max_context is None else max_context)
         self.path = path
 
     # -- small helpers -----------------------------------------------------------------------
@@ -222,6 +227,7 @@ class LongCtxModel:
         cache must have room for the prompt and the new tokens. Afterwards the cache holds the
         prompt and every generated token that was fed back (all but the last of a full budget).
         """
+        check_sampling(temperature, top_p)
         stats = stats if stats is not None else GenerationStats()
         prompt_ids = list(prompt_ids)
         cached = cache.length if cache is not None else 0

@@ -1,29 +1,28 @@
 """NIAH sweep grids: context lengths, needle depths, cell enumeration and sharding (no torch).
 
-Lengths (:func:`parse_lengths`)
-    * a bare integer ``K`` (e.g. ``"8"``): K lengths from ``min_len`` to ``max_len``
-      inclusive, ``linear`` (default) or ``geometric`` spacing, rounded to integers,
-      deduplicated, ascending.  ``K = 1`` gives ``[max_len]``.
-    * an explicit comma list (``"1000,2000,4K"``; a single length needs a suffix or a
-      trailing comma: ``"16K"`` or ``"16000,"``).  Suffixes (case-insensitive):
-      ``k`` = x1000, ``m`` = x1,000,000 (decimal, as the NIAH literature counts:
-      "4K" = 4000, "200K" = 200000); ``ki`` = x1024, ``mi`` = x1048576 (binary: "4Ki" = 4096).
-      Fractions are allowed when the product is whole ("1.5K" = 1500).  The list is
-      sorted ascending and deduplicated; every value must be >= 1 and, when ``max_len``
-      is given, <= ``max_len`` (``min_len`` only applies to counts; a count with no
-      ``min_len`` starts at ``min(1000, max_len)``).
+Sizes follow :mod:`longctx.units`: ``K`` = 1000, ``M`` = 1,000,000, ``Ki`` = 1024, ``Mi`` = 1048576
+("4K" = 4000, "4Ki" = 4096, "1.5K" = 1500). A bare number is always ONE value; a count of values
+is spelled ``N@FROM..TO``.
 
-Depths (:func:`parse_depths`), in percent of the haystack:
-    * a bare integer ``K``: ``linspace(0, 100, K)`` (``K = 1`` gives ``[50]``);
+Lengths (:func:`parse_lengths`)
+    * one length or a comma list: ``"16K"``, ``"16000"``, ``"1000,2000,4K"`` (sorted ascending,
+      deduplicated; every value >= 1 and, when ``max_len`` is given, <= ``max_len``);
+    * ``N@FROM..TO``: N lengths from FROM to TO inclusive (``"10@1K..200K"``), ``linear``
+      (default) or ``geometric`` spacing, rounded, deduplicated, ascending; ``N = 1`` gives [TO];
+    * ``spec=None`` with ``count``: ``count`` lengths from ``min_len`` (default
+      ``min(1000, max_len)``) to ``max_len`` (the CLI's ``--num-lengths N --max-len TO``).
+
+Depths (:func:`parse_depths`), in percent of the haystack, each in [0, 100]:
+    * one depth or a comma list: ``"50"``, ``"12.5"``, ``"0,25,50,75,100"`` (a ``%`` suffix is allowed);
+    * ``N@FROM..TO``: N evenly spaced depths (``"11@0..100"``; ``N = 1`` gives the midpoint);
     * ``sigmoid:K`` (or ``sigmoid`` = ``sigmoid:11``): K depths denser near 0 and 100,
       ASCENDING, with 0 and 100 exactly included: ``x = linspace(0, 100, K)``,
       ``s(x) = 1 / (1 + exp(-0.1 (x - 50)))`` rescaled so ``s(0) -> 0`` and ``s(100) -> 100``.
       (gkamradt's tool uses ``100 * sigmoid(-0.1 (x - 50))``, which is descending and
       never reaches 0 or 100; we do not reproduce that.)
-    * an explicit comma list (``"0,25,50,75,100"``; one depth: ``"50,"`` or ``"12.5"``).
     Depths are rounded to 2 decimals, deduplicated and sorted ascending.
 
-Bad input raises ``ValueError`` with a one-line message.
+Bad input raises :class:`~longctx.errors.GridError` (a ``ValueError``) with a one-line message.
 """
 
 from __future__ import annotations
@@ -35,6 +34,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from longctx.errors import GridError
+from longctx.units import is_range, parse_range, parse_size, parse_size_list
+
 __all__ = [
     "GridCell",
     "parse_size",
@@ -45,33 +47,7 @@ __all__ = [
     "MAX_COUNT",
 ]
 
-MAX_COUNT = 1000  # a bare integer above this is refused (it is almost surely a length)
-
-_SUFFIX = {"": 1, "k": 1000, "m": 1_000_000, "ki": 1024, "mi": 1024 * 1024}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ki|mi|k|m)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """One token count: ``"4000"``, ``"4k"`` (4000), ``"4Ki"`` (4096), ``"1.5K"`` (1500), ``"1M"``."""
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise ValueError(f"invalid length {text!r}: expected an integer with optional K/M/Ki/Mi suffix")
-    num, suf = m.group(1), (m.group(2) or "").lower()
-    mult = _SUFFIX[suf]
-    if "." in num:
-        val = float(num) * mult
-        if abs(val - round(val)) > 1e-6:
-            raise ValueError(f"invalid length {text!r}: not a whole number of tokens")
-        val = int(round(val))
-    else:
-        val = int(num) * mult
-    if val < 1:
-        raise ValueError(f"invalid length {text!r}: must be at least 1 token")
-    return val
-
-
-def _is_bare_int(spec: str) -> bool:
-    return re.fullmatch(r"\s*[0-9]+\s*", spec) is not None
+MAX_COUNT = 1000  # a count above this is refused (almost surely a typo)
 
 
 def parse_lengths(
@@ -80,61 +56,61 @@ def parse_lengths(
     max_len: int | None = None,
     *,
     scale: str = "linear",
+    count: int | None = None,
 ) -> list[int]:
     """Context lengths (model tokens) for a sweep; see the module doc for the syntax.
 
-    ``spec`` may also be an ``int`` (a count) or a sequence of ints (explicit lengths).
-    ``spec=None`` means a count of 1 (``[max_len]``).
+    ``spec`` may also be an ``int`` (one length) or a sequence of ints (explicit lengths).
+    ``spec=None`` means ``count`` lengths (default 1: ``[max_len]``) from ``min_len`` to ``max_len``.
     """
     if scale not in ("linear", "geometric"):
-        raise ValueError(f"unknown length scale {scale!r}; choose 'linear' or 'geometric'")
+        raise GridError(f"unknown length scale {scale!r}; choose 'linear' or 'geometric'")
     if spec is None:
-        spec = 1
+        return _count_lengths(1 if count is None else int(count), min_len, max_len, scale)
+    if count is not None:
+        raise GridError("give either --lengths or --num-lengths, not both")
     if isinstance(spec, (list, tuple)):
-        values = [int(v) for v in spec]
-        return _check_explicit(values, max_len)
+        return _check_explicit([int(v) for v in spec], max_len)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        return _count_lengths(int(spec), min_len, max_len, scale)
+        return _check_explicit([int(spec)], max_len)
     s = str(spec).strip()
     if not s:
-        raise ValueError("empty --lengths: give a count K or a comma list like 1000,2000,4K")
-    if _is_bare_int(s):
-        return _count_lengths(int(s), min_len, max_len, scale)
-    parts = [p for p in s.split(",") if p.strip()]
-    if not parts:
-        raise ValueError(f"invalid --lengths {spec!r}: no lengths given")
-    return _check_explicit([parse_size(p) for p in parts], max_len)
+        raise GridError("empty --lengths: give a length (16K), a list (1K,2K,4K) or a range (10@1K..200K)")
+    if is_range(s):
+        n, lo, hi = parse_range(s, "--lengths")
+        lo_v, hi_v = parse_size(lo, "length"), parse_size(hi, "length")
+        if max_len is not None and hi_v > max_len:
+            raise GridError(f"length {hi_v} exceeds --max-len {max_len}")
+        return _count_lengths(n, lo_v, hi_v, scale)
+    return _check_explicit(parse_size_list(s, "--lengths"), max_len)
 
 
 def _check_explicit(values: list[int], max_len: int | None) -> list[int]:
     if not values:
-        raise ValueError("invalid --lengths: no lengths given")
+        raise GridError("invalid --lengths: no lengths given")
     for v in values:
         if v < 1:
-            raise ValueError(f"invalid length {v}: must be at least 1 token")
+            raise GridError(f"invalid length {v}: must be at least 1 token")
         if max_len is not None and v > max_len:
-            raise ValueError(f"length {v} exceeds --max-len {max_len}")
+            raise GridError(f"length {v} exceeds --max-len {max_len}")
     return sorted(set(values))
 
 
 def _count_lengths(k: int, min_len: int | None, max_len: int | None, scale: str) -> list[int]:
     if k < 1:
-        raise ValueError(f"the number of lengths must be at least 1 (got {k})")
+        raise GridError(f"the number of lengths must be at least 1 (got {k})")
     if k > MAX_COUNT:
-        raise ValueError(
-            f"a count of {k} lengths is too many (max {MAX_COUNT}); for one explicit length "
-            f"write '{k},' or use a K suffix"
-        )
+        raise GridError(f"a count of {k} lengths is too many (max {MAX_COUNT})")
     if max_len is None:
-        raise ValueError("a count of lengths needs --max-len")
+        raise GridError("a count of lengths needs --max-len")
     if max_len < 1:
-        raise ValueError(f"--max-len must be at least 1 (got {max_len})")
+        raise GridError(f"--max-len must be at least 1 (got {max_len})")
     if min_len is None:
         min_len = max_len if k == 1 else min(1000, max_len)
     if min_len < 1:
-        raise ValueError(f"--min-len must be at least 1 (got {min_len})")
+        raise GridError(f"--min-len must be at least 1 (got {min_len})")
     if min_len > max_len:
-        raise ValueError(f"--min-len {min_len} is greater than --max-len {max_len}")
+        raise GridError(f"--min-len {min_len} is greater than --max-len {max_len}")
     if k == 1:
         return [int(max_len)]
     if scale == "geometric":
@@ -165,63 +141,69 @@ def _finish_depths(vals: Iterable[float]) -> list[float]:
     return out
 
 
-def parse_depths(spec: str | int | Sequence[float] | None) -> list[float]:
-    """Needle depths in percent; see the module doc for the syntax."""
+def parse_depths(spec: str | float | Sequence[float] | None) -> list[float]:
+    """Needle depths in percent; see the module doc for the syntax (``None`` = ``11@0..100``)."""
     if spec is None:
-        spec = 11
+        return _count_depths(11, 0.0, 100.0)
     if isinstance(spec, (list, tuple)):
-        vals = [float(v) for v in spec]
-        return _check_depths(vals)
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        return _count_depths(int(spec))
+        return _check_depths([float(v) for v in spec])
+    if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
+        return _check_depths([float(spec)])
     s = str(spec).strip()
     if not s:
-        raise ValueError("empty --depths: give a count K, sigmoid:K or a comma list like 0,50,100")
+        raise GridError("empty --depths: give a depth (50), a list (0,50,100), a range (11@0..100) or sigmoid:K")
     low = s.lower()
     if low.startswith("sigmoid"):
         rest = low[len("sigmoid"):]
         if rest == "":
             k = 11
-        elif rest.startswith(":") and _is_bare_int(rest[1:]):
+        elif rest.startswith(":") and re.fullmatch(r"\s*[0-9]+\s*", rest[1:]):
             k = int(rest[1:])
         else:
-            raise ValueError(f"invalid --depths {spec!r}: expected sigmoid:K with an integer K")
-        if k < 1:
-            raise ValueError(f"the number of depths must be at least 1 (got {k})")
-        if k > MAX_COUNT:
-            raise ValueError(f"a count of {k} depths is too many (max {MAX_COUNT})")
+            raise GridError(f"invalid --depths {spec!r}: expected sigmoid:K with an integer K")
+        _check_count(k)
         return _finish_depths(_sigmoid_depths(k))
-    if _is_bare_int(s):
-        return _count_depths(int(s))
+    if is_range(s):
+        n, lo, hi = parse_range(s, "--depths")
+        lo_v, hi_v = _depth_value(lo), _depth_value(hi)
+        _check_depths([lo_v, hi_v])
+        if lo_v > hi_v:
+            raise GridError(f"invalid --depths {spec!r}: FROM is greater than TO")
+        return _count_depths(n, lo_v, hi_v)
     parts = [p.strip() for p in s.split(",")]
     parts = [p for p in parts if p]
     if not parts:
-        raise ValueError(f"invalid --depths {spec!r}: no depths given")
-    vals = []
-    for p in parts:
-        t = p[:-1] if p.endswith("%") else p
-        if not _NUM_RE.match(t):
-            raise ValueError(f"invalid depth {p!r} in --depths: not a number")
-        vals.append(float(t))
-    return _check_depths(vals)
+        raise GridError(f"invalid --depths {spec!r}: no depths given")
+    return _check_depths([_depth_value(p) for p in parts])
 
 
-def _count_depths(k: int) -> list[float]:
+def _depth_value(p: str) -> float:
+    t = p[:-1] if p.endswith("%") else p
+    if not _NUM_RE.match(t):
+        raise GridError(f"invalid depth {p!r} in --depths: not a number")
+    return float(t)
+
+
+def _check_count(k: int) -> None:
     if k < 1:
-        raise ValueError(f"the number of depths must be at least 1 (got {k})")
+        raise GridError(f"the number of depths must be at least 1 (got {k})")
     if k > MAX_COUNT:
-        raise ValueError(f"a count of {k} depths is too many (max {MAX_COUNT})")
+        raise GridError(f"a count of {k} depths is too many (max {MAX_COUNT})")
+
+
+def _count_depths(k: int, lo: float, hi: float) -> list[float]:
+    _check_count(k)
     if k == 1:
-        return [50.0]
-    return _finish_depths(np.linspace(0.0, 100.0, k))
+        return _finish_depths([(lo + hi) / 2.0])
+    return _finish_depths(np.linspace(lo, hi, k))
 
 
 def _check_depths(vals: list[float]) -> list[float]:
     if not vals:
-        raise ValueError("invalid --depths: no depths given")
+        raise GridError("invalid --depths: no depths given")
     for v in vals:
         if not math.isfinite(v) or v < 0 or v > 100:
-            raise ValueError(f"depth {v:g} is outside [0, 100]")
+            raise GridError(f"depth {v:g} is outside [0, 100]")
     return _finish_depths(vals)
 
 
@@ -237,11 +219,11 @@ class GridCell:
 def make_grid(lengths: Sequence[int], depths: Sequence[float], trials: int = 1) -> list[GridCell]:
     """All cells in canonical order: length ascending, then depth ascending, then trial."""
     if trials < 1:
-        raise ValueError(f"--trials must be at least 1 (got {trials})")
+        raise GridError(f"--trials must be at least 1 (got {trials})")
     if not lengths:
-        raise ValueError("no lengths in the grid")
+        raise GridError("no lengths in the grid")
     if not depths:
-        raise ValueError("no depths in the grid")
+        raise GridError("no depths in the grid")
     ls = sorted({int(v) for v in lengths})
     ds = sorted({float(v) for v in depths})
     return [GridCell(L, d, t) for L in ls for d in ds for t in range(trials)]
@@ -252,8 +234,8 @@ def shard(cells: Sequence[GridCell], index: int, count: int) -> list[GridCell]:
     (round-robin, so each shard gets a similar mix of lengths).  Shards are disjoint and
     together cover all cells; the result does not depend on the input order."""
     if count < 1:
-        raise ValueError(f"shard count must be at least 1 (got {count})")
+        raise GridError(f"shard count must be at least 1 (got {count})")
     if not 0 <= index < count:
-        raise ValueError(f"shard index {index} is outside [0, {count - 1}]")
+        raise GridError(f"shard index {index} is outside [0, {count - 1}]")
     ordered = sorted(set(cells))
     return ordered[index::count]

@@ -25,7 +25,7 @@ exclusive lock (``fcntl.flock``, where available) keeps two runs from writing on
 """
 from __future__ import annotations
 
-from longctx.errors import ConfigMismatchError, ResultsError, ResultsWarning
+from longctx.errors import ConfigMismatchError, OutputError, ResultsError, ResultsWarning
 
 import hashlib
 import json
@@ -483,3 +483,46 @@ class ResultsFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_results_file(path: str | os.PathLike) -> None:
+    """Refuses an existing ``path`` that is not a results file of longctx (before anything is written).
+
+    A path is ours when it does not exist, is empty, has a ``<path>.config.json`` of format
+    ``longctx-niah-results/*``, or its first line is a results record (a JSON object with the
+    fields ``task``, ``target_length``, ``target_depth`` and ``trial``). Nothing is read beyond the
+    first line and nothing is changed.
+
+    Raises:
+        OutputError: a folder, an unreadable file, or a file of something else (one line).
+    """
+    p = Path(path)
+    if not p.exists():
+        return
+    if p.is_dir():
+        raise OutputError(f"--out {p} is a folder, not a results file")
+    if not p.is_file():
+        raise OutputError(f"--out {p} is not a regular file")
+    try:
+        cfg = json.loads(config_path(p).read_text(encoding="utf-8"))
+        if isinstance(cfg, dict) and str(cfg.get("format", "")).startswith("longctx-niah-results/"):
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(p, "rb") as f:
+            first = f.readline(1 << 20)
+    except OSError as e:
+        raise OutputError(f"cannot read --out {p}: {e.strerror or e}") from None
+    if not first.strip():
+        if p.stat().st_size == 0:
+            return
+    else:
+        try:
+            rec = json.loads(first.decode("utf-8"))
+            if isinstance(rec, dict) and all(k in rec for k in KEY_FIELDS):
+                return
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise OutputError(f"--out {p} exists and is not a longctx results file; choose another --out "
+                      f"(the file was left untouched)")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from longctx.backends.base import Backend, GenRequest, GenResult
 from longctx.niah.excerpt import cell_excerpt
-from longctx.niah.results import ResultsFile, cell_key
+from longctx.niah.results import ResultsFile, cell_key, check_results_file
 from longctx.niah.scoring import score_cell
 from longctx.niah.stats import format_tokens, summary_table
 
@@ -88,6 +88,9 @@ class Progress:
 
     def start(self, total: int, skipped: int, planned_tokens: int) -> None: ...
 
+    def schedule(self, items: Sequence[tuple[Any, int, int]]) -> None:
+        """The run order before it starts: ``(cell, prompt tokens, tokens to prefill)`` per cell."""
+
     def cell_started(self, cell, planned_tokens: int) -> None: ...
 
     def cell_done(self, cell, record: dict) -> None: ...
@@ -99,7 +102,16 @@ NullProgress = Progress
 
 
 class _Tracker(Progress):
-    """Counts, running accuracy and an ETA from the observed prefill rate and decode time."""
+    """Counts, running accuracy and an ETA.
+
+    With ``cost`` (``cost(prompt_tokens, prefill_tokens) -> seconds``, the sweep plan's cost model,
+    :meth:`longctx.niah.plan.Plan.cell_seconds`) the ETA is the model's prediction for the cells left,
+    scaled by measured / predicted time of the cells done so far; without it, tokens left over the
+    observed prefill rate.
+    """
+
+    def __init__(self, cost: Optional[Callable[[int, int], Optional[float]]] = None) -> None:
+        self.cost = cost
 
     def start(self, total: int, skipped: int, planned_tokens: int) -> None:
         self.total, self.skipped, self.planned_left = total, skipped, planned_tokens
@@ -111,14 +123,28 @@ class _Tracker(Progress):
         self.t0 = time.perf_counter()
         self.current = ""
         self._planned_now = 0
+        self._pred_left = getattr(self, "_pred_left", None)
+        self._pred_now = 0.0
+        self._pred_done = 0.0
+
+    def schedule(self, items: Sequence[tuple[Any, int, int]]) -> None:
+        cost = getattr(self, "cost", None)
+        preds = [cost(n, p) for _, n, p in items] if cost is not None else []
+        self._pred_left = sum(preds) if preds and None not in preds else None
 
     def cell_started(self, cell, planned_tokens: int) -> None:
         self.current = _cell_text(cell)
         self._planned_now = planned_tokens
+        cost = getattr(self, "cost", None)
+        pred = cost(len(cell.ids), planned_tokens) if cost is not None and hasattr(cell, "ids") else None
+        self._pred_now = pred or 0.0
 
     def cell_done(self, cell, record: dict) -> None:
         self.done += 1
         self.planned_left = max(0, self.planned_left - self._planned_now)
+        if self._pred_left is not None:
+            self._pred_left = max(0.0, self._pred_left - self._pred_now)
+            self._pred_done += self._pred_now
         if record.get("score") is not None:
             self.scores.append(float(record["score"]))
         self.prefill_tok += int(record.get("prefilled_tokens") or 0)
@@ -131,6 +157,10 @@ class _Tracker(Progress):
 
     @property
     def eta(self) -> str:
+        if self._pred_left is not None:
+            measured = self.prefill_s + self.decode_s
+            ratio = measured / self._pred_done if self.done and self._pred_done > 0 and measured > 0 else 1.0
+            return _clock(self._pred_left * ratio)
         if self.done == 0 or self.prefill_s <= 0:
             return "–"
         rate = self.prefill_tok / self.prefill_s
@@ -151,7 +181,8 @@ def _cell_text(cell) -> str:
 class LogProgress(_Tracker):
     """One plain line per finished cell (for logs and non-terminal stderr)."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, cost=None) -> None:
+        super().__init__(cost)
         self.stream = stream or sys.stderr
 
     def start(self, total: int, skipped: int, planned_tokens: int) -> None:
@@ -173,7 +204,8 @@ class LogProgress(_Tracker):
 class RichProgress(_Tracker):
     """A rich progress bar on stderr: cells done/total, running accuracy, current cell, ETA."""
 
-    def __init__(self, console=None) -> None:
+    def __init__(self, console=None, cost=None) -> None:
+        super().__init__(cost)
         self.console = console
 
     def start(self, total: int, skipped: int, planned_tokens: int) -> None:
@@ -316,6 +348,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
     Raises:
         ContextLimitError: a length + answer budget beyond ``backend.max_context`` (before any compute).
         ValueError: a cell cannot be built; ConfigMismatchError: another configuration's results.
+        OutputError: ``out_path`` exists and is not a results file (it is left untouched).
     """
     from longctx import __version__
 
@@ -337,6 +370,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
     run_info = dict(info or {})
     run_info.setdefault("cells", len(cells))
     run_info.setdefault("backend", model_info)
+    check_results_file(out_path)  # never append to (or "repair") a file that is not a results file
     results = ResultsFile(out_path, settings, info=run_info, force=force, warn=warn)
     try:
         summary = Summary(results_path=Path(out_path), run_id=results.run_id, cells_total=len(cells),
@@ -365,6 +399,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
 
         requests = [GenRequest(c.ids, c.answer_budget, c) for c in todo]
         plan = backend.schedule(requests)
+        progress.schedule([(r.tag, len(r.ids), p) for r, p in plan])
         progress.start(len(requests), summary.skipped, sum(p for _, p in plan))
         hs = builder.haystack
         run_id = results.run_id

@@ -35,6 +35,10 @@ def cli(monkeypatch, tmp_path):
         return m
 
     monkeypatch.setattr(needle_cmd, "load_from_cli", fake_load)
+    from longctx.niah import plan as P
+
+    monkeypatch.setattr(P, "calibrate", lambda cfg, device, dtype, refresh=False: P.CostModel(
+        num_layers=cfg.num_layers, a=1e-4, b=5e-8, s=0.01, h=0.05))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
@@ -80,19 +84,77 @@ def test_empty_haystack_file(cli, tmp_path):
 
 
 def test_max_len_too_small(cli):
-    res = cli("--max-len", "40", "--lengths", "2", "--min-len", "20")
+    res = cli("--max-len", "40", "--num-lengths", "2", "--min-len", "20")
     assert res.exit_code == 2
     line = _err_line(res)
     assert "too small" in line and "template" in line
 
 
 def test_lengths_beyond_model(cli, tmp_path):
-    res = cli("--lengths", "4000,9000,12000", "--out", tmp_path / "r.jsonl")
+    res = cli("--lengths", "4000,9000,40000", "--out", tmp_path / "r.jsonl")
     assert res.exit_code == 2
     line = _err_line(res)
     assert "length 9000 + answer budget 128" in line and "8192" in line
-    assert "--rope-scaling dynamic:" in line and "--max-context" in line
-    assert not (tmp_path / "r.jsonl").exists()
+    # the hint covers the LONGEST length: (40000 + 128) / 8192 = 4.9 -> 5
+    assert "--rope-scaling dynamic:5 " in line and "--max-context 40128" in line and "auto" in line
+    assert not (tmp_path / "r.jsonl").exists() and res.loads == []
+
+
+def test_dry_run_prints_the_plan_and_loads_nothing(cli, tmp_path):
+    res = cli("--lengths", "300,600", "--depths", "0,50,100", "--dry-run", "--out", tmp_path / "r.jsonl")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    assert "plan: 6 cells to run: 2 lengths [300,600] x 3 depths [0,50,100] x 1 trial(s)" in out
+    tokens = int(out.split("tokens to prefill: ")[1].split()[0].replace(",", ""))
+    assert 600 < tokens < 2700  # prefix sharing: less than the 2700 prompt tokens, more than the longest prompt
+    assert "prompts total 2,700" in out and "largest context: 728 tokens" in out
+    assert "estimated time: 0:0" in out and "memory: weights 0.50 GiB" in out and "free " in out
+    assert res.loads == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def test_dry_run_200k_default_model_hint_and_estimate(cli):
+    res = cli("--max-len", "200000", "--dry-run")
+    assert res.exit_code == 0, res.stderr
+    assert "8 lengths [1K," in res.stdout and "200K]" in res.stdout
+    assert "--rope-scaling dynamic:25 " in res.stdout  # ceil(200128 / 8192) = 25, the longest length's factor
+    assert "estimated time: " in res.stdout and "largest context: 200,128 tokens" in res.stdout
+    assert res.loads == []
+
+
+def test_yes_gate(cli, tmp_path, monkeypatch):
+    from longctx.niah import plan as P
+
+    monkeypatch.setattr(P, "calibrate", lambda cfg, device, dtype, refresh=False: P.CostModel(
+        num_layers=cfg.num_layers, a=1.0, b=0.0, s=0.0, h=0.0))  # 30 s per token: hours for one cell
+    res = cli("--lengths", "300", "--depths", "50", "--out", tmp_path / "r.jsonl", "--no-plot")
+    assert res.exit_code == 2 and res.loads == []
+    assert "over 2:00:00" in _err_line(res) and "--yes" in _err_line(res)
+    assert "plan: 1 cells to run" in res.stdout and "estimated time: 2:30:00" in res.stdout
+    monkeypatch.setattr(P, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(P, "calibrate", lambda cfg, device, dtype, refresh=False: P.CostModel(
+        num_layers=cfg.num_layers, a=1e-6, b=0.0, s=0.0, h=0.0))
+    res = cli("--lengths", "300", "--depths", "50", "--out", tmp_path / "r.jsonl", "--no-plot")
+    assert res.exit_code == 2 and "GiB of memory and 0.00 GiB is free" in _err_line(res)
+    res = cli("--lengths", "300", "--depths", "50", "--out", tmp_path / "r.jsonl", "--no-plot", "--yes",
+              "--answer-budget", "8")
+    assert res.exit_code == 0, res.stderr
+    assert res.loads and len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
+
+
+def test_rope_scaling_auto_picks_the_longest_lengths_factor(cli, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_load(model_path, device, dtype, rope_scaling, *a, **k):
+        seen["rope"] = rope_scaling
+        raise needle_cmd.CliError("stop here")
+
+    monkeypatch.setattr(needle_cmd, "load_from_cli", fake_load)
+    res = cli("--lengths", "1K,20K", "--depths", "50", "--rope-scaling", "auto", "--dry-run")
+    assert res.exit_code == 0 and "--rope-scaling auto: dynamic:3" in res.stdout  # ceil(20128 / 8192) = 3
+    res = cli("--lengths", "1K,20K", "--depths", "50", "--rope-scaling", "auto", "--yes")
+    assert seen["rope"] == "dynamic:3"
+    res = cli("--lengths", "1K", "--depths", "50", "--rope-scaling", "auto", "--dry-run")
+    assert "--rope-scaling auto: none" in res.stdout
 
 
 def test_end_to_end_resume_mismatch_force(cli, tmp_path):
