@@ -79,7 +79,7 @@ CASES = [
     (["needle", "--chunk-size", "-5"], "--chunk-size must be positive"),
     (["needle", "--max-context", "0"], "--max-context must be positive"),
     (["needle", "--max-context", "-1"], "--max-context must be positive"),
-    (["needle", "--rope-scaling", "linear:2"], "unsupported rope scaling"),
+    (["needle", "--rope-scaling", "longrope:2"], "unsupported rope scaling method 'longrope'"),
     (["needle", "--model", "list_cfg"], "must hold a JSON object"),
     (["needle", "--model", "zero_heads"], "num_attention_heads must be a positive integer"),
     (["needle", "--model", "neg_hidden"], "hidden_size must be a positive integer"),

@@ -21,6 +21,7 @@ LLAMA_TO_INTERNLM2 = {
     "model.norm.weight": "model.norm.weight",
     "lm_head.weight": "output.weight",
     "model.layers.{i}.self_attn.o_proj.weight": "model.layers.{i}.attention.wo.weight",
+    "model.layers.{i}.self_attn.o_proj.bias": "model.layers.{i}.attention.wo.bias",
     "model.layers.{i}.mlp.gate_proj.weight": "model.layers.{i}.feed_forward.w1.weight",
     "model.layers.{i}.mlp.up_proj.weight": "model.layers.{i}.feed_forward.w3.weight",
     "model.layers.{i}.mlp.down_proj.weight": "model.layers.{i}.feed_forward.w2.weight",
@@ -48,8 +49,8 @@ GGUF_TO_LLAMA = {
 # Keys that carry no weights and are dropped.
 IGNORED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 _LAYER = re.compile(r"\.(\d+)\.")
-_QKV = re.compile(r"model\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj)\.weight")
-_WQKV = re.compile(r"model\.layers\.(\d+)\.attention\.wqkv\.weight")
+_QKV = re.compile(r"model\.layers\.(\d+)\.self_attn\.(q_proj|k_proj|v_proj)\.(weight|bias)")
+_WQKV = re.compile(r"model\.layers\.(\d+)\.attention\.wqkv\.(weight|bias)")
 _ATTN_BIAS = re.compile(r"model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)\.bias")
 
 Tensors = Iterable[tuple[str, torch.Tensor]]
@@ -77,14 +78,17 @@ def convert_key(key: str, table: dict[str, str]) -> str:
 
 
 def pack_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """Packs Llama q/k/v projections into InternLM2's per-KV-head ``wqkv``.
+    """Packs Llama q/k/v projections (weights, or biases) into InternLM2's per-KV-head ``wqkv``.
 
     Args:
-        q: ``[H * D, hidden]``; k, v: ``[Hkv * D, hidden]``.
+        q: ``[H * D, hidden]``; k, v: ``[Hkv * D, hidden]`` (biases: ``[H * D]``, ``[Hkv * D]``).
 
     Returns:
-        ``[(H + 2 Hkv) * D, hidden]`` with rows grouped ``[q x G, k, v]`` per KV head.
+        ``[(H + 2 Hkv) * D, hidden]`` (biases: ``[(H + 2 Hkv) * D]``) with rows grouped ``[q x G, k, v]``
+        per KV head.
     """
+    if q.dim() == 1:  # biases: one column
+        return pack_wqkv(q[:, None], k[:, None], v[:, None], cfg)[:, 0]  # [(H+2Hkv)*D]
     hkv, g, d = cfg.num_kv_heads, cfg.num_groups, cfg.head_dim
     hidden = q.shape[-1]
     qg = q.reshape(hkv, g, d, hidden)  # [Hkv, G, D, hidden]
@@ -94,7 +98,9 @@ def pack_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfi
 
 
 def unpack_wqkv(wqkv: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`pack_wqkv`: returns Llama ``(q, k, v)`` projection weights."""
+    """Inverse of :func:`pack_wqkv`: returns Llama ``(q, k, v)`` projection weights (or biases)."""
+    if wqkv.dim() == 1:  # biases
+        return tuple(x[:, 0] for x in unpack_wqkv(wqkv[:, None], cfg))  # type: ignore[return-value]
     hkv, g, d = cfg.num_kv_heads, cfg.num_groups, cfg.head_dim
     hidden = wqkv.shape[-1]
     w = wqkv.reshape(hkv, g + 2, d, hidden)  # [Hkv, G+2, D, hidden]
@@ -105,35 +111,41 @@ def unpack_wqkv(wqkv: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, tor
 
 
 def llama_to_internlm2(items: Tensors, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """Renames Llama-named tensors into InternLM2 names, packing each layer's q/k/v into ``wqkv``.
+    """Renames Llama-named tensors (Llama, Qwen2) into InternLM2 names, packing each layer's q/k/v weights (and
+    biases, for Qwen2 and Llama with ``attention_bias``) into ``wqkv``.
 
     Raises:
         WeightError: an unknown key, attention biases, a mis-shaped or missing q/k/v projection.
     """
-    pending: dict[str, list] = {}
+    pending: dict[tuple[str, str], list] = {}
     for key, w in items:
         if IGNORED.search(key):
             continue
         m = _QKV.fullmatch(key)
         if m:
-            slot = pending.setdefault(m.group(1), [None, None, None])
-            slot[LLAMA_QKV[m.group(2)]] = w
+            layer, proj, kind = m.groups()
+            if kind == "bias" and not (cfg.qkv_bias or cfg.bias):
+                raise WeightError(f"tensor {key!r}: attention biases in {cfg.source_layout} checkpoints without "
+                                  "attention_bias are not supported")
+            slot = pending.setdefault((layer, kind), [None, None, None])
+            slot[LLAMA_QKV[proj]] = w
             if all(x is not None for x in slot):
-                q, k, v = pending.pop(m.group(1))
-                expect_q = (cfg.num_heads * cfg.head_dim, cfg.hidden_size)
-                expect_kv = (cfg.num_kv_heads * cfg.head_dim, cfg.hidden_size)
+                q, k, v = pending.pop((layer, kind))
+                expect_q = (cfg.num_heads * cfg.head_dim, cfg.hidden_size)[: 2 if kind == "weight" else 1]
+                expect_kv = (cfg.num_kv_heads * cfg.head_dim, cfg.hidden_size)[: 2 if kind == "weight" else 1]
                 for name, x, want in (("q_proj", q, expect_q), ("k_proj", k, expect_kv), ("v_proj", v, expect_kv)):
                     if tuple(x.shape) != want:
-                        raise WeightError(f"tensor model.layers.{m.group(1)}.self_attn.{name}.weight has shape "
+                        raise WeightError(f"tensor model.layers.{layer}.self_attn.{name}.{kind} has shape "
                                           f"{tuple(x.shape)}, expected {want}")
-                yield f"model.layers.{m.group(1)}.attention.wqkv.weight", pack_wqkv(q, k, v, cfg)
+                yield f"model.layers.{layer}.attention.wqkv.{kind}", pack_wqkv(q, k, v, cfg)
             continue
-        if _ATTN_BIAS.fullmatch(key):
-            raise WeightError(f"tensor {key!r}: attention biases in llama checkpoints are not supported")
+        if _ATTN_BIAS.fullmatch(key) and not cfg.bias:
+            raise WeightError(f"tensor {key!r}: attention biases in {cfg.source_layout} checkpoints without "
+                              "attention_bias are not supported")
         yield convert_key(key, LLAMA_TO_INTERNLM2), w
-    for layer, slot in pending.items():
+    for (layer, kind), slot in pending.items():
         missing = [n for n, i in LLAMA_QKV.items() if slot[i] is None]
-        raise WeightError(f"missing tensor model.layers.{layer}.self_attn.{missing[0]}.weight")
+        raise WeightError(f"missing tensor model.layers.{layer}.self_attn.{missing[0]}.{kind}")
 
 
 def internlm2_to_llama(items: Tensors, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
@@ -142,7 +154,7 @@ def internlm2_to_llama(items: Tensors, cfg: ModelConfig) -> Iterator[tuple[str, 
         m = _WQKV.fullmatch(key)
         if m:
             for name, x in zip(LLAMA_QKV, unpack_wqkv(w, cfg)):
-                yield f"model.layers.{m.group(1)}.self_attn.{name}.weight", x
+                yield f"model.layers.{m.group(1)}.self_attn.{name}.{m.group(2)}", x
         else:
             yield convert_key(key, INTERNLM2_TO_LLAMA), w
 

@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
         """Pair two runs' cells on (task, length, depth, trial, seed); mean scores and a paired test per length."""
         from rich.console import Console  # rich and numpy: only when the command runs (keeps --help light)
 
-        from longctx.niah.results import load_results, pair_scores
+        from longctx.niah.compare import pair_scores
+        from longctx.niah.results import load_results
         from longctx.niah.stats import paired_rows
 
         names = [s.strip() for s in labels.split(",")] if labels is not None else [a.name, b.name]

@@ -61,25 +61,14 @@ def _context_hint(cfg, need: int) -> str:
 
 def _config_and_tokenizer(model: Optional[str]):
     """The model's configuration and tokenizer without its weights (to plan before loading)."""
-    from longctx.checkpoints.loading import config_for_path, default_model_dir
-    from longctx.engine.runtime import _has_tokenizer_files
-    from longctx.tokenizer.core import load_tokenizer, tokenizer_from_gguf
+    from longctx.checkpoints.resolve import resolve  # torch: only when the command runs
 
-    if model is None:
-        d = default_model_dir()
-        cfg = config_for_path(d)
-        cfg.name = "SmolLM2-135M-Instruct"
-        return cfg, load_tokenizer(d)
-    p = Path(model)
-    cfg = config_for_path(p)
-    if p.is_file():
-        return cfg, tokenizer_from_gguf(p)
-    if _has_tokenizer_files(p):
-        return cfg, load_tokenizer(p)
-    ggufs = sorted(p.glob("*.gguf"))
-    if ggufs:
-        return cfg, tokenizer_from_gguf(ggufs[0])
-    raise CliError(f"the model {model} has no tokenizer")
+    spec = resolve(model)
+    cfg = spec.config  # a bad config.json is reported before a missing tokenizer
+    tok = spec.load_tokenizer()
+    if tok is None:
+        raise CliError(f"the model {model} has no tokenizer")
+    return cfg, tok
 
 
 def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chunk_size: Optional[int],

@@ -319,7 +319,7 @@ def paired_rows(pairs: dict[tuple, tuple[float, float]], *, n_boot: int = 10_000
                 seed: int = 0) -> list[PairedRow]:
     """Per-length rows and a final ``"all"`` row from ``{cell key: (score A, score B)}``.
 
-    The key's second item is the target length (as in :func:`longctx.niah.results.pair_scores`).
+    The key's second item is the target length (as in :func:`longctx.niah.compare.pair_scores`).
     """
     if not pairs:
         raise ValueError("no paired scores")

@@ -21,7 +21,7 @@ from longctx.niah import stats as S
 from longctx.niah.results import config_path, read_records
 from longctx.niah.scoring import string_match_part
 
-__all__ = ["Run", "DRILL_FIELDS", "drill_record", "load_runs", "run_model", "wilson"]
+__all__ = ["Run", "DRILL_FIELDS", "drill_record", "load_runs", "run_model"]
 
 #: Record fields copied verbatim into a cell's drill-down (the rest of a record stays in the JSONL).
 DRILL_FIELDS = ("task", "target_length", "length", "target_depth", "depth", "trial", "seed", "needles",
