@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
-    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsWarning",
+    "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "TaskError", "ResultsWarning",
     "DocumentTruncatedWarning",
 ]
 
@@ -56,6 +56,10 @@ class DocumentError(QAError):
 
 class ConfigMismatchError(LongctxError, ValueError):
     """The results file holds results of another configuration."""
+
+
+class TaskError(LongctxError, ValueError):
+    """A NIAH task that cannot be made (unknown name, bad option for the task; one-line message)."""
 
 
 class ResultsWarning(UserWarning):
