@@ -24,7 +24,7 @@ _EN_LAST = tuple(
     """
     Brackwell Coldmere Dunhallow Fenwright Glimmerton Harrowick Ironvale Kettleby Larkspurr Marrowby
     Nettlefold Oakhurst Pellingham Quillfeather Ravensworth Stonebridge Thornquist Umberlain Vantwood
-    Wickersham Yarrowfield Ashcombe Birchley Copperfield Drummond Elderby Foxhollow Greystoke
+    Wickersham Yarrowfield Ashcombe Birchley Copperfield Drummondale Elderby Foxhollow Greystoke
     """.split()
 )
 _EN_TOWNS = tuple(
