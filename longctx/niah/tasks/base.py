@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from longctx.errors import TaskError
 
 __all__ = ["ADJECTIVES", "LANGS", "NOUNS", "NeedleSpec", "TaskInstance", "derive_seed", "fresh",
-           "join_keys", "near_miss_key", "random_value", "random_word"]
+           "join_keys", "near_miss_key", "rand_depth", "random_value", "random_word"]
 
 LANGS = ("en", "zh")
 

@@ -43,7 +43,7 @@ def load_custom_task_file(path: str | os.PathLike) -> dict[str, Any]:
         if p.suffix.lower() == ".json":
             data = json.loads(raw)
         else:
-            import yaml
+            import yaml  # only for YAML files: JSON-only users never import it
 
             data = yaml.safe_load(raw)
     except Exception as e:  # noqa: BLE001 -- json/yaml errors differ; report one line
@@ -62,6 +62,7 @@ def load_custom_task_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def parse_answers(answers: Any) -> tuple[str, ...]:
+    """The expected answers as a tuple of non-empty stripped strings (one line on bad input)."""
     if isinstance(answers, (str, int, float)):
         answers = [answers]
     if not isinstance(answers, (list, tuple)):
