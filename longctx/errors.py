@@ -9,6 +9,7 @@ __all__ = [
     "LongctxError", "ConfigError", "WeightError", "TokenizerError", "ContextLengthError", "ContextLimitError",
     "CacheFullError", "QAError", "DocumentError", "ConfigMismatchError", "ResultsError", "ResultsWarning",
     "DocumentTruncatedWarning", "ServeError", "ReportError", "GridError", "OutputError", "PlanLimitError",
+    "TaskError",
 ]
 
 
@@ -78,6 +79,10 @@ class DocumentError(QAError):
 
 class ConfigMismatchError(LongctxError, ValueError):
     """The results file holds results of another configuration."""
+
+
+class TaskError(LongctxError, ValueError):
+    """A NIAH task that cannot be made (unknown name, bad option for the task; one-line message)."""
 
 
 class ResultsWarning(UserWarning):

@@ -30,7 +30,7 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def test_builtin_names():
-    assert set(BUILTIN_HAYSTACKS) == {"austen", "web_bible", "noise"}
+    assert set(BUILTIN_HAYSTACKS) == {"austen", "web_bible", "zh", "noise"}
     assert all(isinstance(v, str) and v for v in BUILTIN_HAYSTACKS.values())
 
 

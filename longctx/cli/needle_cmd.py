@@ -158,12 +158,14 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, tokens, time, memory) and exit without loading the model."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Run even when the plan is over 2 hours or over free memory."),
         recalibrate: bool = typer.Option(False, "--recalibrate", help="Probe this device again for the time estimate (a few seconds; stored in the cache folder)."),
-        task: str = typer.Option("single", "--task", help="passkey | single | multikey | multivalue | multiquery | custom (NAME:VALUE_TYPE ok)."),
+        task: str = typer.Option("single", "--task", help="passkey | single | multikey | multivalue | multiquery | custom | reasoning | trace | vt | cwe | fwe | latent | absent (NAME:VALUE_TYPE ok for single/multi*)."),
+        hops: Optional[int] = typer.Option(None, "--hops", help="Chain length: reasoning 2-5 needles (default 3), trace 1-20 parent statements (4), vt 1-20 re-assignments (4)."),
+        distractors: int = typer.Option(0, "--distractors", help="K near-miss needles (similar key, other value) at recorded depths: single, multi*, latent, absent."),
         value_type: Optional[str] = typer.Option(None, "--value-type", help="number | word | uuid (single/multi* tasks)."),
         answer_budget: Optional[int] = typer.Option(None, "--answer-budget", help="Max new tokens per answer (default: the task's, 128 for single)."),
         trials: int = typer.Option(1, "--trials", help="Trials per (length, depth) cell, each with its own seeded needle."),
         seed: int = typer.Option(0, "--seed", help="Base seed of the needle values."),
-        haystack: str = typer.Option("austen", "--haystack", help="austen | web_bible | noise, or a .txt file / a folder of .txt files."),
+        haystack: str = typer.Option("austen", "--haystack", help="austen | web_bible | zh (Chinese: Chinese needles and questions) | noise, or a .txt file / a folder of .txt files."),
         out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Results JSONL; an existing results file of the same configuration is resumed; any other existing file is refused."),
         plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap image (PNG; SVG and a _by_length chart beside it). Default: plots/<out name>.png"),
         no_plot: bool = typer.Option(False, "--no-plot", help="Do not draw the heatmap."),
@@ -233,7 +235,8 @@ def register(app: typer.Typer) -> None:
         task_obj = make_task(task_spec, value_type=value_type, needle=custom_needle, question=custom_question,
                              answers=list(custom_answer) if custom_answer else None,
                              custom_file=str(custom_file) if custom_file is not None else None,
-                             answer_budget=answer_budget)
+                             answer_budget=answer_budget, lang="zh" if haystack == "zh" else "en", hops=hops,
+                             near_miss=distractors)
         from longctx.data import BUILTIN_HAYSTACKS, read_haystack_path
 
         if haystack not in BUILTIN_HAYSTACKS:
@@ -381,6 +384,8 @@ def register(app: typer.Typer) -> None:
             warn(note)
         summary.wall_s = time.perf_counter() - t_start
         _print_summary(summary)
+        if task_obj.metric == "absent" and summary.overall is not None:  # abstention: 100 - score answered anyway
+            typer.echo(f"false-positive rate: {100.0 - summary.overall:.1f}% (answered although the needle is absent)")
         typer.echo(f"wall time: {summary.wall_s:.1f}s (model load and cell building included)")
         typer.echo(f"results: {out}")
 

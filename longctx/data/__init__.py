@@ -5,6 +5,8 @@ checksums; regenerate with ``scripts/extract_haystacks.py``):
 
 * ``austen``: Jane Austen's six completed novels, public domain.
 * ``web_bible``: the World English Bible, public domain, one paragraph per chapter.
+* ``zh``: classical Chinese prose (古文观止 and the Four Books, simplified characters),
+  public domain, from the MIT-licensed npm dataset ``chinese-poetry``.
 * ``noise``: the classic passkey-retrieval filler, generated in code.
 
 Corpus text is UTF-8 with paragraphs separated by one blank line.
@@ -33,6 +35,8 @@ BUILTIN_HAYSTACKS: dict[str, str] = {
     "about 4.0M characters",
     "web_bible": "World English Bible (with deuterocanon), public domain, one paragraph per "
     "chapter; about 4.8M characters",
+    "zh": "classical Chinese prose (古文观止 and the Four Books, simplified), public domain; "
+    "about 217K characters",
     "noise": "passkey filler: 'The grass is green. The sky is blue. ...' repeated; about 1M characters",
 }
 
@@ -44,14 +48,14 @@ NOISE_SENTENCES = (
 # least this many characters: 11,236 repetitions, 1,000,003 characters, one line.
 NOISE_MIN_CHARS = 1_000_000
 
-_FILES = {"austen": "austen.txt.gz", "web_bible": "web_bible.txt.gz"}
+_FILES = {"austen": "austen.txt.gz", "web_bible": "web_bible.txt.gz", "zh": "zh.txt.gz"}
 
 
 @lru_cache(maxsize=None)
 def load_haystack_text(name: str) -> str:
     """The text of a built-in haystack corpus (see ``BUILTIN_HAYSTACKS``).
 
-    ``austen`` and ``web_bible`` are read from the gzip files shipped in
+    ``austen``, ``web_bible`` and ``zh`` are read from the gzip files shipped in
     ``longctx/data/haystacks``.  ``noise`` is ``NOISE_SENTENCES`` repeated, joined by
     single spaces, to at least ``NOISE_MIN_CHARS`` characters.  Raises ``ValueError``
     for an unknown name.

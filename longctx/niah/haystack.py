@@ -10,7 +10,7 @@ A :class:`TokenizedHaystack` holds
   0 and ``len(ids)``).  A boundary is found in the TEXT: a run of ``.``, ``!`` or ``?``
   (optionally followed by closing quotes/brackets) followed by whitespace or the end of the
   text (common abbreviations such as "Mr." and single-letter initials excluded), or a run of
-  ``。``, ``！``, ``？`` (optionally closed) followed by anything.  Its end character ``e`` is
+  ``。``, ``！``, ``？``, ``…`` (optionally closed by ``”’」』）``) followed by anything.  Its end character ``e`` is
   mapped to the first token that starts at or after ``e``; the boundary counts only if no
   earlier token extends past ``e`` (it falls exactly between two tokens).  So in
   ``"green. The sky"`` the boundary is the token ``" The"``: a needle spliced there reads
@@ -60,7 +60,7 @@ PIECE_CHARS = 100_000
 
 # Terminator run + optional closers, then whitespace / end (Latin) or anything (CJK).
 _LATIN_END = re.compile(r"[.!?]+[\"'\u201d\u2019\u00bb)\]]*(?=\s|\Z)")
-_CJK_END = re.compile(r"[\u3002\uff01\uff1f]+[\"'\u201d\u2019\u300d\u300f\uff09)\]]*")
+_CJK_END = re.compile(r"[\u3002\uff01\uff1f\u2026]+[\"'\u201d\u2019\u300d\u300f\uff09)\]]*")  # 。！？… + closers
 _WORD_BEFORE = re.compile(r"([A-Za-z]+)$")
 _ABBREV = frozenset(
     "Mr Mrs Ms Messrs Mme Mlle Dr St Jr Sr Col Capt Gen Lt Sgt Rev Hon Prof Esq Gov Sen Rep "

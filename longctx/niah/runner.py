@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from longctx.errors import ContextLimitError
 
-import dataclasses
 import os
 import sys
 import time
@@ -47,8 +46,7 @@ def sweep_settings(backend: Backend, builder) -> dict[str, Any]:
     """Everything that affects a sweep's results (hashed into the results file's config)."""
     info = backend.model_info()
     task = builder.task
-    task_d = {k: v for k, v in dataclasses.asdict(task).items() if k != "extra"}
-    task_d["id"] = task.id
+    task_d = task.settings()  # new task fields only when not at their defaults: old files resume
     hs = builder.haystack
     return {
         "model": info.get("model"),
@@ -305,6 +303,8 @@ def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
             score = float(score_cell(res.text, cell.expected, cell.metric))
         except Exception as e:  # noqa: BLE001 - a scoring problem is this cell's error
             error = f"scoring failed: {type(e).__name__}: {e}"
+    if cell.metric == "absent":  # the needle is not there: any answer from the text is a false positive
+        rec["false_positive"] = None if score is None else score == 0.0
     rec.update({
         "haystack": hs.name,
         "haystack_sha256": hs.corpus_sha256,

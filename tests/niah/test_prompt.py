@@ -272,7 +272,7 @@ def test_find_subsequence():
 
 # -- tasks -----------------------------------------------------------------------------------------
 def test_task_definitions():
-    assert set(TASK_NAMES) == {"passkey", "single", "multikey", "multivalue", "multiquery", "custom"}
+    assert set(TASK_NAMES) >= {"passkey", "single", "multikey", "multivalue", "multiquery", "custom"}
     inst = make_task("single:uuid").instance(seed=0, length=1000, depth=50.0, trial=0)
     (n,) = inst.needles
     assert n.text == f"One of the special magic uuids for {n.key} is: {n.value}."

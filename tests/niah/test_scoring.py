@@ -40,7 +40,7 @@ def test_score_cell_dispatch_and_range():
     refs = ["111", "222", "333"]
     assert score_cell("111 and 333", refs, "all") == pytest.approx(2 / 3)
     assert score_cell("111 and 333", refs, "part") == 1.0
-    assert set(METRICS) == {"all", "part"}
+    assert set(METRICS) == {"all", "part", "absent"}
     for pred in ["", "111", "111 222 333", "x"]:
         for m in METRICS:
             assert 0.0 <= score_cell(pred, refs, m) <= 1.0
