@@ -65,7 +65,7 @@ def _err_line(res) -> str:
     (["--trials", "0"], "--trials must be at least 1"),
     (["--task", "bogus"], "unknown task"),
     (["--length-spacing", "log"], "bad --length-spacing"),
-    (["--rope-scaling", "linear:2"], "unsupported rope scaling"),
+    (["--rope-scaling", "longrope:2"], "unsupported rope scaling method"),
 ])
 def test_bad_inputs_before_model_load(cli, args, needle):
     res = cli(*args)
