@@ -79,6 +79,7 @@ class NativeBackend(BaseBackend):
             "device": str(m.device),
             "attn": m.attn,
             "max_context": self.max_context,
+            "kv_dtype": m.net.kv_dtype,
         }
 
     def rope_base_for(self, total_len: int) -> float:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,6 +20,68 @@ RopeOpt = typer.Option(None, "--rope-scaling", help="RoPE scaling METHOD:FACTOR:
 AttnOpt = typer.Option("auto", "--attn", help="Attention backend: auto | sdpa | eager | flash")
 MaxCtxOpt = typer.Option(None, "--max-context", help="Longest request (prompt + new tokens) to allow.")
 ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 on CPU; on CUDA one shot when it fits free memory, else 8192).")
+KvDtypeOpt = typer.Option("auto", "--kv-dtype", help="KV cache storage: auto (the model dtype) | int8 | fp8 (e4m3), "
+                                                     "both with a scale per position and KV head.")
+
+
+@dataclass
+class ModelArgs:
+    """The model-loading options of a command (see :func:`model_options`)."""
+
+    model: Optional[str] = None
+    device: str = "auto"
+    dtype: str = "auto"
+    rope_scaling: Optional[str] = None
+    attn: str = "auto"
+    max_context: Optional[int] = None
+    chunk_size: Optional[int] = None
+    kv_dtype: str = "auto"
+
+    def load(self, **overrides: Any):
+        """Loads the model these options name (``overrides`` replace fields, e.g. ``rope_scaling``)."""
+        a = {f.name: getattr(self, f.name) for f in fields(self)} | overrides
+        return load_from_cli(**a)
+
+
+# (name, annotation, typer option) of every ModelArgs field, in the order --help lists them.
+_MODEL_OPTIONS = [("model", Optional[str], ModelOpt), ("device", str, DeviceOpt), ("dtype", str, DtypeOpt),
+                  ("rope_scaling", Optional[str], RopeOpt), ("attn", str, AttnOpt),
+                  ("max_context", Optional[int], MaxCtxOpt), ("chunk_size", Optional[int], ChunkOpt),
+                  ("kv_dtype", str, KvDtypeOpt)]
+
+
+def option_group(cls: type, options: list[tuple[str, Any, Any]], arg: str) -> Callable:
+    """A decorator giving a command a group of options declared once, handed to it as one ``cls`` instance.
+
+    ``options`` lists ``(field, annotation, typer option)``; the command takes one keyword argument ``arg``
+    instead of the options, and typer sees them as ordinary options (the wrapper's signature lists them).
+    The decorator takes ``skip=(...)`` for options the command declares its own way (their fields keep the
+    defaults). Hand-written because typer has no shared-option groups.
+    """
+    def decorate(fn: Optional[Callable] = None, *, skip: tuple[str, ...] = ()) -> Callable:
+        if fn is None:
+            return functools.partial(decorate, skip=skip)
+        opts = [o for o in options if o[0] not in skip]
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name != arg]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+                 for name, ann, opt in opts]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any):
+            kwargs[arg] = cls(**{name: kwargs.pop(name) for name, _, _ in opts})
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != arg} | {
+            name: ann for name, ann, _ in opts}
+        return wrapper
+
+    return decorate
+
+
+#: ``--model`` ... ``--kv-dtype`` as one ``margs: ModelArgs`` argument.
+model_options = option_group(ModelArgs, _MODEL_OPTIONS, "margs")
 
 
 class CliError(Exception):
@@ -96,7 +160,7 @@ def check_plot_targets(plot: Path) -> None:
 
 
 def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",
-                  max_context: Optional[int] = None, chunk_size: Optional[int] = None):
+                  max_context: Optional[int] = None, chunk_size: Optional[int] = None, kv_dtype: str = "auto"):
     """Loads a model from CLI options (errors surface as ValueError subclasses)."""
     from longctx.qa.model import load_model  # the engine model plus .ask / .open (lazy: torch)
 
@@ -106,7 +170,10 @@ def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: O
         from longctx.engine.config import parse_rope_scaling
 
         parse_rope_scaling(rope_scaling)
-    kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size)
+    if kv_dtype not in ("auto", "int8", "fp8"):  # engine.kv_cache.KV_DTYPES, checked before the model loads
+        raise CliError(f"unknown --kv-dtype {kv_dtype!r}: expected one of auto, int8, fp8")
+    kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size,
+                                  kv_dtype=kv_dtype)
     if rope_scaling is not None:
         kwargs["rope_scaling"] = rope_scaling
     if model is not None and not Path(model).exists():

@@ -7,28 +7,23 @@ from typing import Optional
 import typer
 
 from longctx.cli import app
-from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
-                                check_positive, cli_errors, human_bytes, load_from_cli)
+from longctx.cli.common import (CliError, ModelArgs, ModelOpt, RopeOpt, check_positive, cli_errors, human_bytes,
+                                model_options)
 
 
 @app.command()
 @cli_errors
+@model_options
 def generate(
     prompt: str = typer.Argument(..., help="Prompt text."),
-    model: Optional[str] = ModelOpt,
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Tokens to generate at most."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed."),
     chat: bool = typer.Option(False, "--chat/--raw", help="Apply the chat template (default: raw completion)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt with --chat (default: the model's)."),
-    device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
-    rope_scaling: Optional[str] = RopeOpt,
-    attn: str = AttnOpt,
-    max_context: Optional[int] = MaxCtxOpt,
-    chunk_size: Optional[int] = ChunkOpt,
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Print a stats line on stderr at the end."),
+    margs: ModelArgs = ModelArgs(),
 ) -> None:
     """Generate text from a prompt, streamed to stdout as it is produced."""
     if not prompt.strip():
@@ -38,7 +33,7 @@ def generate(
     from longctx.engine.config import check_sampling
 
     check_sampling(temperature, top_p)
-    m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
+    m = margs.load()
     kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     if chat:
         s = m.chat([{"role": "user", "content": prompt}], system=system if system is not None else ..., stream=True, **kwargs)

@@ -9,13 +9,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, check_device,
-                                check_output_dir, check_plot_targets, check_positive, cli_errors, load_from_cli)
+from longctx.cli.common import (CliError, ModelArgs, check_device, check_output_dir, check_plot_targets, check_positive,
+                                cli_errors, model_options, option_group)
 
 #: The default grid with the embedded default model (SmolLM2-135M-Instruct, 8K window): sized to
 #: finish well inside 5 minutes on a 2-core CPU, model load included (see README / docs/benchmarks.md).
@@ -58,6 +59,43 @@ def _context_hint(cfg, need: int) -> str:
     return (f"; raise it with --rope-scaling dynamic:{factor} or --rope-scaling auto (now {cfg.rope_scaling}) "
             f"or --max-context {need}")
 
+
+@dataclass
+class BackendArgs:
+    """Options of the transformers / openai backends (``--base-url`` ... ``--trust-remote-code``)."""
+
+    base_url: Optional[str] = None
+    served_model: Optional[str] = None
+    api_key_env: Optional[str] = None
+    concurrency: Optional[int] = None
+    tokenizer: Optional[str] = None
+    approximate_lengths: bool = False
+    api_mode: str = "auto"
+    request_timeout: Optional[float] = None
+    max_retries: Optional[int] = None
+    trust_remote_code: bool = False
+
+    def factory_kwargs(self) -> dict:
+        """The backends.factory keyword arguments (``--request-timeout`` is its ``timeout``)."""
+        kw = dict(vars(self))
+        kw["timeout"] = kw.pop("request_timeout")
+        return kw
+
+
+_BACKEND_OPTIONS = [
+    ('base_url', Optional[str], typer.Option(None, "--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:23333/v1")),
+    ('served_model', Optional[str], typer.Option(None, "--served-model", help="openai backend: the model id to send (default: the server's only model).")),
+    ('api_key_env', Optional[str], typer.Option(None, "--api-key-env", help="openai backend: environment variable holding the API key (default OPENAI_API_KEY, if set).")),
+    ('concurrency', Optional[int], typer.Option(None, "--concurrency", help="openai backend: requests in flight (default 4).")),
+    ('tokenizer', Optional[str], typer.Option(None, "--tokenizer", help="openai/transformers: the served model's tokenizer or checkpoint directory (exact lengths).")),
+    ('approximate_lengths', bool, typer.Option(False, "--approximate-lengths", help="openai backend: run without the served model's tokenizer; records are marked APPROXIMATE.")),
+    ('api_mode', str, typer.Option("auto", "--api-mode", help="openai backend: auto | ids (token-id prompts) | text | chat.")),
+    ('request_timeout', Optional[float], typer.Option(None, "--request-timeout", help="openai backend: seconds per request (default 600).")),
+    ('max_retries', Optional[int], typer.Option(None, "--max-retries", help="openai backend: retries on 429/5xx/connection errors (default 5).")),
+    ('trust_remote_code', bool, typer.Option(False, "--trust-remote-code", help="transformers backend: allow the checkpoint's own modelling code (InternLM2 needs it).")),
+]
+#: the backend options as one ``bargs: BackendArgs`` argument.
+backend_options = option_group(BackendArgs, _BACKEND_OPTIONS, "bargs")
 
 def _config_and_tokenizer(model: Optional[str]):
     """The model's configuration and tokenizer without its weights (to plan before loading)."""
@@ -147,8 +185,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("needle")
     @cli_errors
+    @model_options(skip=("rope_scaling",))  # its own --rope-scaling also takes "auto"
+    @backend_options
     def needle(
-        model: Optional[str] = ModelOpt,
         max_len: Optional[str] = typer.Option(None, "--max-len", help="Longest context in model tokens (200K = 200000); without --lengths: --num-lengths lengths up to it."),
         min_len: Optional[str] = typer.Option(None, "--min-len", help="Shortest context for --num-lengths (default 1K)."),
         num_lengths: Optional[int] = typer.Option(None, "--num-lengths", help=f"How many lengths from --min-len to --max-len (default {DEFAULT_LENGTH_COUNT})."),
@@ -182,22 +221,9 @@ def register(app: typer.Typer) -> None:
         shard: Optional[str] = typer.Option(None, "--shard", help="Run shard i of n (0-based, e.g. 0/4) of the grid's cells."),
         prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Reuse the KV cache of shared prompt prefixes between cells."),
         backend_name: str = typer.Option("native", "--backend", help="What answers: native (the engine) | transformers (local checkpoint) | openai (an OpenAI-compatible server). See docs/serving.md."),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:23333/v1"),
-        served_model: Optional[str] = typer.Option(None, "--served-model", help="openai backend: the model id to send (default: the server's only model)."),
-        api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai backend: environment variable holding the API key (default OPENAI_API_KEY, if set)."),
-        concurrency: Optional[int] = typer.Option(None, "--concurrency", help="openai backend: requests in flight (default 4)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="openai/transformers: the served model's tokenizer or checkpoint directory (exact lengths)."),
-        approximate_lengths: bool = typer.Option(False, "--approximate-lengths", help="openai backend: run without the served model's tokenizer; records are marked APPROXIMATE."),
-        api_mode: str = typer.Option("auto", "--api-mode", help="openai backend: auto | ids (token-id prompts) | text | chat."),
-        request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="openai backend: seconds per request (default 600)."),
-        max_retries: Optional[int] = typer.Option(None, "--max-retries", help="openai backend: retries on 429/5xx/connection errors (default 5)."),
-        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="transformers backend: allow the checkpoint's own modelling code (InternLM2 needs it)."),
-        device: str = DeviceOpt,
-        dtype: str = DtypeOpt,
-        rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="dynamic:FACTOR (e.g. dynamic:4), none, or auto (the dynamic-NTK factor that covers the longest length; recorded in the results); default: the checkpoint's."),
-        attn: str = AttnOpt,
-        max_context: Optional[int] = MaxCtxOpt,
-        chunk_size: Optional[int] = ChunkOpt,
+        rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="METHOD:FACTOR (linear:4, dynamic:4, yarn:4, llama3:8), none, or auto (the dynamic-NTK factor that covers the longest length; recorded in the results); default: the checkpoint's."),
+        margs: ModelArgs = ModelArgs(),
+        bargs: BackendArgs = BackendArgs(),
     ) -> None:
         """Needle-in-a-haystack sweep: context length x needle depth, scored, resumable; ends with a heatmap.
 
@@ -212,6 +238,8 @@ def register(app: typer.Typer) -> None:
         from longctx.units import parse_size
 
         t_start = time.perf_counter()
+        model, device, dtype, attn, max_context, chunk_size = (margs.model, margs.device, margs.dtype, margs.attn,
+                                                               margs.max_context, margs.chunk_size)
         # -- everything checkable without the model ----------------------------------------------
         if trials < 1:
             raise CliError(f"--trials must be at least 1 (got {trials})")
@@ -260,10 +288,7 @@ def register(app: typer.Typer) -> None:
 
         backend_opts = dict(model=str(Path(model).resolve()) if model is not None else None, device=device, dtype=dtype,
                             rope_scaling=None if rope_auto else rope_scaling, attn=attn, max_context=max_context,
-                            chunk_size=chunk_size, base_url=base_url, served_model=served_model,
-                            api_key_env=api_key_env, concurrency=concurrency, tokenizer=tokenizer,
-                            approximate_lengths=approximate_lengths, api_mode=api_mode, timeout=request_timeout,
-                            max_retries=max_retries, trust_remote_code=trust_remote_code)
+                            chunk_size=chunk_size, **bargs.factory_kwargs())
         backend_name = check_options(backend_name, **backend_opts)
         budget = task_obj.answer_budget
 
@@ -332,8 +357,7 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 return
             _check_plan(plan_obj, yes)
-            m = load_from_cli(str(Path(model).resolve()) if model is not None else None, device, dtype, rope_scaling,
-                              attn, max_context, chunk_size)
+            m = margs.load(model=str(Path(model).resolve()) if model is not None else None, rope_scaling=rope_scaling)
             if m.tokenizer is None:
                 raise CliError("the model has no tokenizer")
             from longctx.backends.native import NativeBackend

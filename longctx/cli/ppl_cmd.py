@@ -7,13 +7,13 @@ from typing import List, Optional
 
 import typer
 
-from longctx.cli.common import (AttnOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, cli_errors,
-                                human_bytes, load_from_cli)
+from longctx.cli.common import CliError, ModelArgs, cli_errors, human_bytes, model_options
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     @cli_errors
+    @model_options(skip=("rope_scaling", "chunk_size"))  # its own: a list of settings; a logits chunk
     def ppl(
         text: str = typer.Argument(..., help="A UTF-8 text file, a folder of *.txt files, or a built-in haystack "
                                              "name (austen, web_bible)."),
@@ -28,11 +28,7 @@ def register(app: typer.Typer) -> None:
                                                                           "appended."),
         plot: Optional[Path] = typer.Option(None, "--plot", help="Loss-vs-position chart of this run's settings "
                                                                  "(PNG/SVG)."),
-        model: Optional[str] = ModelOpt,
-        device: str = DeviceOpt,
-        dtype: str = DtypeOpt,
-        attn: str = AttnOpt,
-        max_context: Optional[int] = MaxCtxOpt,
+        margs: ModelArgs = ModelArgs(),
     ) -> None:
         """Per-token loss of a long text averaged in position buckets: the long-context diagnostic beside NIAH."""
         from longctx.data import BUILTIN_HAYSTACKS, load_haystack_text, read_haystack_path
@@ -56,7 +52,7 @@ def register(app: typer.Typer) -> None:
         settings = list(rope_scaling) if rope_scaling else [None]
         records = []
         for setting in settings:
-            m = load_from_cli(model, device, dtype, setting, attn, max_context, None)
+            m = margs.load(rope_scaling=setting) if setting is not None else margs.load()
             ids = m.tokenizer.encode(body)[:n_tokens]
             if len(ids) < n_tokens:
                 typer.echo(f"note: the text has only {len(ids)} tokens; scoring all of them", err=True)

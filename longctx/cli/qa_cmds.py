@@ -5,12 +5,11 @@ import math
 import sys
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
-from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
-                                cli_errors, load_from_cli)
+from longctx.cli.common import CliError, ModelArgs, cli_errors, model_options
 
 OverflowOpt = typer.Option("error", "--overflow",
                            help="A document too long for the context: error | truncate_middle | truncate_end.")
@@ -124,27 +123,47 @@ def _warn(msgs: list[str]) -> None:
         typer.echo(f"warning: {w}", err=True)
 
 
+def _prefill(margs: ModelArgs, file: str, start: Callable):
+    """Reads the document, loads the model and runs ``start(model, document, progress)`` -- the call that
+    prefills the document -- with a prefill progress line on stderr; returns ``(document, what start returns)``."""
+    doc = _read_document(file)
+    m = margs.load()
+    progress = PrefillProgress(m.chunk_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is reported by the caller, from the answer's warnings
+        try:
+            return doc, start(m, doc, progress)
+        finally:
+            progress.close()
+
+
+def _print_answer(stream, stats: bool) -> None:
+    """Streams an answer to stdout as it is generated; its stats line to stderr."""
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if stats:
+        typer.echo(stream.answer.footer(), err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Adds ``ask`` and ``chat`` to the CLI app."""
 
     @app.command()
     @cli_errors
+    @model_options
     def ask(
         file: str = typer.Argument(..., help="Document: .txt, .md or .pdf file (- reads text from stdin)."),
         question: str = typer.Argument(..., help="The question."),
-        model: Optional[str] = ModelOpt,
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", help="Answer tokens at most."),
         overflow: str = OverflowOpt,
         system: Optional[str] = SystemOpt,
         question_budget: Optional[int] = typer.Option(
             None, "--question-budget", help="Tokens reserved for the question (default: exactly its own)."),
-        device: str = DeviceOpt,
-        dtype: str = DtypeOpt,
-        rope_scaling: Optional[str] = RopeOpt,
-        attn: str = AttnOpt,
-        max_context: Optional[int] = MaxCtxOpt,
-        chunk_size: Optional[int] = ChunkOpt,
         stats: bool = typer.Option(True, "--stats/--no-stats", help="Print a stats line on stderr at the end."),
+        margs: ModelArgs = ModelArgs(),
     ) -> None:
         """Answer a question about a document; the answer streams to stdout, stats go to stderr."""
         if not question.strip():
@@ -152,30 +171,17 @@ def register(app: typer.Typer) -> None:
         _check_common(max_new_tokens, overflow)
         if question_budget is not None and question_budget < 1:
             raise CliError("--question-budget must be at least 1")
-        doc = _read_document(file)
-        m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
-        progress = PrefillProgress(m.chunk_size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                s = m.ask(doc, question, max_new_tokens=max_new_tokens, system=_system_arg(system), stream=True,
-                          overflow=overflow, question_budget=question_budget, progress=progress)
-            finally:
-                progress.close()
+        _, s = _prefill(margs, file, lambda m, doc, progress: m.ask(
+            doc, question, max_new_tokens=max_new_tokens, system=_system_arg(system), stream=True, overflow=overflow,
+            question_budget=question_budget, progress=progress))
         _warn(s.partial.warnings)
-        for piece in s:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        if stats:
-            typer.echo(s.answer.footer(), err=True)
+        _print_answer(s, stats)
 
     @app.command()
     @cli_errors
+    @model_options
     def chat(
         file: str = typer.Argument(..., help="Document: .txt, .md or .pdf file."),
-        model: Optional[str] = ModelOpt,
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", help="Answer tokens at most (per question)."),
         question_budget: int = typer.Option(512, "--question-budget",
                                             help="Tokens reserved per question (with --history: the whole conversation)."),
@@ -183,13 +189,8 @@ def register(app: typer.Typer) -> None:
                                      help="Keep earlier questions and answers in the conversation."),
         overflow: str = OverflowOpt,
         system: Optional[str] = SystemOpt,
-        device: str = DeviceOpt,
-        dtype: str = DtypeOpt,
-        rope_scaling: Optional[str] = RopeOpt,
-        attn: str = AttnOpt,
-        max_context: Optional[int] = MaxCtxOpt,
-        chunk_size: Optional[int] = ChunkOpt,
         stats: bool = typer.Option(True, "--stats/--no-stats", help="Print a stats line on stderr after each answer."),
+        margs: ModelArgs = ModelArgs(),
     ) -> None:
         """Prefill a document once, then answer questions typed at the prompt (Ctrl-D, exit or quit ends)."""
         from longctx.qa import QAError
@@ -199,16 +200,9 @@ def register(app: typer.Typer) -> None:
         _check_common(max_new_tokens, overflow)
         if question_budget < 1:
             raise CliError("--question-budget must be at least 1")
-        doc = _read_document(file)
-        m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
-        progress = PrefillProgress(m.chunk_size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                sess = m.open(doc, system=_system_arg(system), question_budget=question_budget,
-                              max_new_tokens=max_new_tokens, history=history, overflow=overflow, progress=progress)
-            finally:
-                progress.close()
+        doc, sess = _prefill(margs, file, lambda m, doc, progress: m.open(
+            doc, system=_system_arg(system), question_budget=question_budget, max_new_tokens=max_new_tokens,
+            history=history, overflow=overflow, progress=progress))
         _warn(sess.warnings)
         rate = sess.prefix_tokens / sess.prefill_s if sess.prefill_s > 0 else 0.0
         typer.echo(f"{doc.title or 'document'}: {sess.document_tokens:,} tokens ({sess.prefix_tokens:,} with the chat "
@@ -248,13 +242,7 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"error: {e}", err=True)
                     continue
                 try:
-                    for piece in s:
-                        sys.stdout.write(piece)
-                        sys.stdout.flush()
-                    sys.stdout.write("\n")
-                    sys.stdout.flush()
-                    if stats:
-                        typer.echo(s.answer.footer(), err=True)
+                    _print_answer(s, stats)
                 except KeyboardInterrupt:  # during an answer: stop it, keep the session
                     s.close()
                     if s.answer is None:

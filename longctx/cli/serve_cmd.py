@@ -11,8 +11,7 @@ from typing import Optional
 
 import typer
 
-from longctx.cli.common import (AttnOpt, ChunkOpt, CliError, DeviceOpt, DtypeOpt, MaxCtxOpt, ModelOpt, RopeOpt,
-                                cli_errors, load_from_cli)
+from longctx.cli.common import CliError, ModelArgs, cli_errors, model_options
 from longctx.errors import ServeError
 
 
@@ -30,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     @cli_errors
+    @model_options
     def serve_command(
-        model: Optional[str] = ModelOpt,
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default; anything else "
                                                               "exposes the model to the network)."),
         port: int = typer.Option(23333, "--port", help="TCP port."),
@@ -46,16 +45,11 @@ def register(app: typer.Typer) -> None:
         default_max_tokens: int = typer.Option(4096, "--default-max-tokens",
                                                help="Chat max_tokens when a request gives none (capped by the "
                                                     "context left)."),
-        device: str = DeviceOpt,
-        dtype: str = DtypeOpt,
-        rope_scaling: Optional[str] = RopeOpt,
-        attn: str = AttnOpt,
-        max_context: Optional[int] = MaxCtxOpt,
-        chunk_size: Optional[int] = ChunkOpt,
         max_body_bytes: int = typer.Option(32 * 2 ** 20, "--max-body-bytes",
                                            help="Largest request body in bytes (default 32 MiB); larger ones are "
                                                 "answered 413."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug | info | warning | error"),
+        margs: ModelArgs = ModelArgs(),
     ) -> None:
         """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /tokenize)."""
         if not 0 < port < 65536:
@@ -84,8 +78,8 @@ def register(app: typer.Typer) -> None:
             sock = bind_socket(host, port)
         except ServeError as e:
             raise CliError(str(e)) from None
-        m = load_from_cli(model, device, dtype, rope_scaling, attn, max_context, chunk_size)
-        name = served_model_name or (Path(model).name if model is not None else m.name)
+        m = margs.load()
+        name = served_model_name or (Path(margs.model).name if margs.model is not None else m.name)
         typer.echo(f"longctx serve: model '{name}' ({m.device}, {str(m.dtype).replace('torch.', '')}, max context "
                    f"{m.max_context} tokens) on http://{host}:{port}/v1", err=True)
         serve(m, host=host, port=port, served_model_name=name, api_key=api_key, max_queue=max_queue,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from longctx.engine.attention import ATTENTION_BACKENDS
 from longctx.engine.config import ModelConfig
+from longctx.errors import ConfigError
 from longctx.engine.kv_cache import KV_DTYPES, KVCache, QuantizedKVCache
 from longctx.engine.rope import rope_cos_sin
 
@@ -155,8 +156,6 @@ class Transformer(nn.Module):
 
     def __init__(self, cfg: ModelConfig, attn: str = "sdpa", kv_dtype: str = "auto") -> None:
         super().__init__()
-        if kv_dtype not in KV_DTYPES:
-            raise ValueError(f"unknown KV cache dtype {kv_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
         self.cfg = cfg
         self.kv_dtype = kv_dtype
         self.model = Backbone(cfg)
@@ -164,6 +163,17 @@ class Transformer(nn.Module):
         if cfg.tie_word_embeddings:
             self.output.weight = self.model.tok_embeddings.weight
         self.attn_name = attn
+
+    @property
+    def kv_dtype(self) -> str:
+        """KV cache storage of new caches: ``auto`` (the model dtype), ``int8`` or ``fp8``."""
+        return self._kv_dtype
+
+    @kv_dtype.setter
+    def kv_dtype(self, kind: str) -> None:
+        if kind not in KV_DTYPES:
+            raise ConfigError(f"unknown KV cache dtype {kind!r}: expected one of {', '.join(KV_DTYPES)}")
+        self._kv_dtype = kind
 
     @property
     def attn_name(self) -> str:

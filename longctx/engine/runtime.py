@@ -321,11 +321,12 @@ class TextStream:
 
 def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                  attn: str = "auto", seed: int = 0, chunk_size: int | None = None,
-                 max_context: int | None = None) -> LongCtxModel:
+                 max_context: int | None = None, kv_dtype: str = "auto") -> LongCtxModel:
     """A model of a given shape with random weights (benchmarks; no tokenizer).
 
     Args:
         cfg: a :class:`ModelConfig` or a preset name (``internlm2-chat-7b`` ...).
+        kv_dtype: KV cache storage (``auto``, ``int8``, ``fp8``), as :func:`load_model`.
     """
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
@@ -341,13 +342,15 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
             else:
                 p.normal_(0.0, 0.02, generator=gen)
     net.eval()
+    net.kv_dtype = kv_dtype
     return LongCtxModel(net, None, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
                         path=f"random:{cfg.name}")
 
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                rope_scaling: Any = ..., attn: str = "auto", max_context: int | None = None,
-               chunk_size: int | None = None, model_class: type[LongCtxModel] | None = None) -> LongCtxModel:
+               chunk_size: int | None = None, model_class: type[LongCtxModel] | None = None,
+               kv_dtype: str = "auto") -> LongCtxModel:
     """Loads a model.
 
     Args:
@@ -363,6 +366,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         chunk_size: prefill chunk length (default by device).
         model_class: the class to build (a subclass of :class:`LongCtxModel`, e.g. the one
             :func:`longctx.load_model` returns, which adds document QA).
+        kv_dtype: KV cache storage: ``auto`` (the model dtype), ``int8`` or ``fp8`` (e4m3), each with a
+            float32 scale per position and KV head (:mod:`longctx.engine.kv_cache`).
 
     Raises:
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
@@ -372,6 +377,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     _ = spec.weights  # missing weights are reported before a bad config (as before)
     dt = resolve_dtype(dtype, dev, spec.config.torch_dtype)
     net = load_checkpoint(spec, device=dev, dtype=dt, attn=resolve_backend(attn, dev), rope_scaling=rope_scaling)
+    net.kv_dtype = kv_dtype
     cls = model_class or LongCtxModel
     return cls(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
                path=spec.display)

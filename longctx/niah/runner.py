@@ -55,6 +55,7 @@ def sweep_settings(backend: Backend, builder) -> dict[str, Any]:
         "tokenizer_fingerprint": info.get("tokenizer_fingerprint"),
         "rope_scaling": info.get("rope_scaling"),
         "dtype": info.get("dtype"),
+        **_kv_dtype(info),
         "task": task_d,
         "haystack_sha256": hs.corpus_sha256,
         "repeat_haystack": bool(getattr(builder, "repeat_ok", True)),
@@ -283,6 +284,12 @@ class Summary:
         return self.naive_tokens / self.prefilled_tokens if self.prefilled_tokens else None
 
 
+def _kv_dtype(info: dict) -> dict:
+    """``{"kv_dtype": ...}`` for a quantized KV cache, else nothing (earlier results keep their hash)."""
+    kv = info.get("kv_dtype")
+    return {"kv_dtype": kv} if kv not in (None, "auto") else {}
+
+
 def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
     rec: dict[str, Any] = {
         "model": info.get("model"),
@@ -295,6 +302,7 @@ def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
         "backend": info.get("backend"),
         "dtype": info.get("dtype"),
         "device": info.get("device"),
+        **_kv_dtype(info),
     }
     rec.update(cell.record())
     score, error = None, res.error
