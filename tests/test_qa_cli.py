@@ -22,6 +22,7 @@ from helpers import FACT, QUESTION, haystack_with_fact
 
 import longctx
 from longctx.cli import app, qa_cmds
+from longctx.cli import common as cli_common
 from longctx.data import load_haystack_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +39,13 @@ def model():
 def cli(monkeypatch, model):
     """Runs ``longctx ...`` in process; the model options are honoured on a copy of the loaded model."""
 
-    def fake_load(model_path, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None):
+    def fake_load(**opts):  # called with the ModelArgs fields as keywords
         m = copy.copy(model)
-        m.max_context = max_context or model.max_context
-        m.chunk_size = chunk_size or model.chunk_size
+        m.max_context = opts.get("max_context") or model.max_context
+        m.chunk_size = opts.get("chunk_size") or model.chunk_size
         return m
 
-    monkeypatch.setattr(qa_cmds, "load_from_cli", fake_load)
+    monkeypatch.setattr(cli_common, "load_from_cli", fake_load)
 
     def run(*args: str, input: str | None = None):
         return CliRunner().invoke(app, [str(a) for a in args], input=input)

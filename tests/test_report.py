@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longctx.cli import app, needle_cmd
+from longctx.cli import common as cli_common
 from longctx.niah import plot as P
 from longctx.niah.excerpt import cell_excerpt
 from longctx.niah.grid import make_grid
@@ -226,7 +227,7 @@ def test_needle_report_flag_and_default_sweep(monkeypatch, tmp_path):
 
     tok = default_tokenizer()
     model = types.SimpleNamespace(tokenizer=tok, name="fake", path="fake", config=None)
-    monkeypatch.setattr(needle_cmd, "load_from_cli", lambda *a, **k: model)
+    monkeypatch.setattr(cli_common, "load_from_cli", lambda *a, **k: model)
     monkeypatch.setattr(native, "NativeBackend", lambda m, prefix_sharing=True: FakeBackend(tok, max_context=8192))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

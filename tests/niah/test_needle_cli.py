@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longctx.cli import app, needle_cmd
+from longctx.cli import common as cli_common
 from longctx.niah.results import config_path
 
 from .test_runner import tiny_chat_model
@@ -26,15 +27,15 @@ def cli(monkeypatch, tmp_path):
     """Runs ``longctx needle ...`` in process with the shared tiny model (model options applied to a copy)."""
     loads = []
 
-    def fake_load(model_path, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None):
-        loads.append(model_path)
+    def fake_load(model, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None, kv_dtype="auto"):
+        loads.append(model)
         base = tiny_chat_model()
         m = copy.copy(base)
         m.max_context = max_context or base.max_context
         m.chunk_size = chunk_size or base.chunk_size
         return m
 
-    monkeypatch.setattr(needle_cmd, "load_from_cli", fake_load)
+    monkeypatch.setattr(cli_common, "load_from_cli", fake_load)
     from longctx.niah import plan as P
 
     monkeypatch.setattr(P, "calibrate", lambda cfg, device, dtype, refresh=False: P.CostModel(
@@ -144,11 +145,11 @@ def test_yes_gate(cli, tmp_path, monkeypatch):
 def test_rope_scaling_auto_picks_the_longest_lengths_factor(cli, tmp_path, monkeypatch):
     seen = {}
 
-    def fake_load(model_path, device, dtype, rope_scaling, *a, **k):
+    def fake_load(model, device, dtype, rope_scaling, *a, **k):
         seen["rope"] = rope_scaling
         raise needle_cmd.CliError("stop here")
 
-    monkeypatch.setattr(needle_cmd, "load_from_cli", fake_load)
+    monkeypatch.setattr(cli_common, "load_from_cli", fake_load)
     res = cli("--lengths", "1K,20K", "--depths", "50", "--rope-scaling", "auto", "--dry-run")
     assert res.exit_code == 0 and "--rope-scaling auto: dynamic:3" in res.stdout  # ceil(20128 / 8192) = 3
     res = cli("--lengths", "1K,20K", "--depths", "50", "--rope-scaling", "auto", "--yes")
