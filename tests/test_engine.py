@@ -1,8 +1,6 @@
 """Engine parity: official-layout InternLM2 checkpoints vs transformers' LlamaForCausalLM on the unpacked weights."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -10,7 +8,7 @@ from helpers import tiny_llama, write_internlm2_checkpoint
 from longctx.engine.runtime import load_model
 from longctx.engine.config import parse_rope_scaling
 from longctx.checkpoints.keys import pack_wqkv, unpack_wqkv
-from longctx.engine.rope import base_for, dynamic_ntk_base
+from longctx.engine.rope import dynamic_ntk_base
 
 torch.set_num_threads(2)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import FACT, QUESTION, haystack_with_fact
+from helpers import QUESTION, haystack_with_fact
 
 import longctx
-from longctx.cli import app, qa_cmds
+from longctx.cli import app
 from longctx.cli import common as cli_common
 from longctx.data import load_haystack_text
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from longctx.cli import app, needle_cmd
+from longctx.cli import app
 from longctx.cli import common as cli_common
 from longctx.niah import plot as P
 from longctx.niah.excerpt import cell_excerpt
