@@ -241,3 +241,19 @@ def test_key_tables_round_trip():
     assert back.keys() == sd.keys()
     for k in sd:
         torch.testing.assert_close(back[k], sd[k])
+
+
+def test_engine_and_cli_import_without_gguf():
+    """The GPU machine has no gguf package: only reading a GGUF file may need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib.abc\n"
+            "class B(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'gguf' or name.startswith('gguf.'):\n"
+            "            raise ImportError('gguf blocked')\n"
+            "sys.meta_path.insert(0, B())\n"
+            "import longctx.engine.runtime, longctx.bench.runner, longctx.checkpoints.resolve, longctx.cli\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from gguf import GGUFReader, dequantize
 from safetensors import SafetensorError, safe_open
 
 from longctx.checkpoints.keys import GGUF_TO_LLAMA, convert_key
@@ -83,6 +82,8 @@ def open_gguf(path: Path) -> Any:
     Raises:
         WeightError: the file cannot be read as GGUF.
     """
+    from gguf import GGUFReader  # optional at import time: the GPU machine has no gguf, and HF checkpoints need none
+
     try:
         return GGUFReader(str(path))
     except Exception as e:  # gguf raises many types for damaged files
@@ -140,6 +141,8 @@ def _gguf_reverse_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def iter_gguf(reader: Any, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """Yields Llama-named float32 tensors from a GGUF reader (dequantized, q/k un-permuted)."""
+    from gguf import dequantize  # see open_gguf
+
     for t in reader.tensors:
         key = convert_key(t.name, GGUF_TO_LLAMA)
         arr = dequantize(t.data, t.tensor_type)

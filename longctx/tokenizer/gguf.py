@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sentencepiece as spm
-from gguf import GGUFReader
 from tokenizers import AddedToken, decoders, models
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -21,6 +20,9 @@ import longctx.tokenizer.spm as sp_model
 from longctx.tokenizer.chat import DEFAULT, IM_END, IM_START, default_system_from_template, infer_chat_format
 from longctx.tokenizer.core import Tokenizer
 from longctx.tokenizer.pretokenize import byte_level_pre_tokenizer
+
+if TYPE_CHECKING:  # annotations only: gguf is imported when a GGUF file is read
+    from gguf import GGUFReader
 
 __all__ = ["tokenizer_from_gguf"]
 
@@ -92,9 +94,11 @@ def tokenizer_from_gguf(source: str | Path | GGUFReader, chat_format: str | None
     Raises:
         TokenizerError: not a GGUF file, missing tokenizer metadata or an unsupported tokenizer model.
     """
-    if isinstance(source, GGUFReader):
+    if not isinstance(source, (str, Path)):  # an open GGUFReader
         reader, path = source, Path(str(getattr(source.data, "filename", None) or "gguf"))
     else:
+        from gguf import GGUFReader  # optional at import time: machines without gguf still load HF checkpoints
+
         path = Path(source)
         try:
             reader = GGUFReader(str(path))
