@@ -110,7 +110,7 @@ def _config_and_tokenizer(model: Optional[str]):
 
 
 def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chunk_size: Optional[int],
-               prefix_sharing: bool, budget: int, recalibrate: bool = False):
+               prefix_sharing: bool, budget: int, recalibrate: bool = False, kv_dtype: str = "auto"):
     """The sweep's plan (cells not yet in ``out``, tokens, time, memory) from config + tokenizer only."""
     import functools
 
@@ -131,7 +131,7 @@ def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chun
     return P.make_plan(grid, built, answer_budget=budget, group_key=functools.partial(base_for, cfg),
                        prefix_sharing=prefix_sharing, cost=cost, cfg=cfg, dtype_bytes=dt.itemsize,
                        chunk=int(chunk_size or default_chunk_size(dev)), free_bytes=P.available_memory(str(dev)),
-                       skipped=len(grid) - len(todo))
+                       skipped=len(grid) - len(todo), kv_dtype=kv_dtype)
 
 
 def _format_plan(plan) -> list[str]:
@@ -346,7 +346,7 @@ def register(app: typer.Typer) -> None:
                 ctx = int(cfg.context_limit)
             grid = select(length_list)
             plan_obj = _make_plan(cfg, tok, make_builder(tok, ctx), grid, out, device, dtype, chunk_size,
-                                  prefix_sharing, budget, recalibrate)
+                                  prefix_sharing, budget, recalibrate, margs.kv_dtype)
             if rope_auto:
                 plan_obj.notes.append(f"--rope-scaling auto: {rope_scaling} (window {cfg.context_limit:,} tokens)")
             if problem:

@@ -256,7 +256,7 @@ class Plan:
 
 def make_plan(cells: Sequence, built: Sequence, *, answer_budget: int, group_key: Callable[[int], Any],
               prefix_sharing: bool, cost: Optional[CostModel], cfg=None, dtype_bytes: int = 4, chunk: int = 2048,
-              free_bytes: Optional[int] = None, skipped: int = 0) -> Plan:
+              free_bytes: Optional[int] = None, skipped: int = 0, kv_dtype: str = "auto") -> Plan:
     """The plan of running ``built`` (the cells still to run, built prompts with ``ids``).
 
     Prefill tokens come from the backends' own schedule (:func:`~longctx.backends.base.prefix_schedule`),
@@ -271,7 +271,7 @@ def make_plan(cells: Sequence, built: Sequence, *, answer_budget: int, group_key
     costs = [cost.cell_seconds(len(r.ids), p, n_new) for r, p in sched] if cost is not None else []
     memory: dict = {}
     if cfg is not None and largest:
-        memory = dict(estimate_memory(cfg, largest, dtype_bytes=dtype_bytes, chunk=chunk))
+        memory = dict(estimate_memory(cfg, largest, dtype_bytes=dtype_bytes, chunk=chunk, kv_dtype=kv_dtype))
         memory["free"] = free_bytes
     return Plan(cells=len(reqs), skipped=skipped, lengths=sorted({c.length for c in cells}),
                 depths=sorted({c.depth for c in cells}), trials=max((c.trial for c in cells), default=0) + 1,
