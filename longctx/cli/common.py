@@ -170,8 +170,10 @@ def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: O
         from longctx.engine.config import parse_rope_scaling
 
         parse_rope_scaling(rope_scaling)
-    if kv_dtype not in ("auto", "int8", "fp8"):  # engine.kv_cache.KV_DTYPES, checked before the model loads
-        raise CliError(f"unknown --kv-dtype {kv_dtype!r}: expected one of auto, int8, fp8")
+    from longctx.engine.kv_cache import KV_DTYPES  # torch: the model loads next anyway
+
+    if kv_dtype not in KV_DTYPES:  # checked before the model loads
+        raise CliError(f"unknown --kv-dtype {kv_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size,
                                   kv_dtype=kv_dtype)
     if rope_scaling is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from longctx.engine.config import ModelConfig
+from longctx.engine.kv_cache import KV_DTYPES
 
-#: Bytes per stored KV value and per-(position, KV head) scale, by ``kv_dtype`` (see engine.kv_cache).
-_KV_VALUE_BYTES = {"int8": 1, "fp8": 1}
+#: Bytes of the float32 scale a quantized cache stores per (position, KV head) (see engine.kv_cache).
 _KV_SCALE_BYTES = 4
 #: Fraction of the free memory a plan may use (allocator fragmentation and kernels' workspaces need the rest).
 HEADROOM = 0.85
@@ -19,7 +19,7 @@ def kv_cache_bytes(cfg: ModelConfig, context: int, *, dtype_bytes: int = 2, kv_d
     """Bytes of a KV cache for ``context`` positions: model-dtype values, or 1-byte codes + float32 scales."""
     if kv_dtype == "auto":
         return cfg.kv_bytes_per_token(dtype_bytes) * context
-    per_head = cfg.head_dim * _KV_VALUE_BYTES[kv_dtype] + _KV_SCALE_BYTES
+    per_head = cfg.head_dim * KV_DTYPES[kv_dtype][0].itemsize + _KV_SCALE_BYTES
     return 2 * cfg.num_layers * cfg.num_kv_heads * per_head * context
 
 
