@@ -133,7 +133,8 @@ def _describe(values: Iterable, limit: int = 3) -> str:
 
 
 # --------------------------------------------------------------------------- drawing
-def _cmap():
+def score_cmap():
+    """The heatmaps' colour map (0 = red, 100 = green; missing = grey), for figures drawn elsewhere."""
     from matplotlib.colors import LinearSegmentedColormap
 
     return LinearSegmentedColormap.from_list("niah", list(PALETTE), N=256).with_extremes(bad=_MISSING_FACE)
@@ -254,7 +255,7 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     fig = _new_figure(fig_w, fig_h)
     fig.get_layout_engine().set(w_pad=0.12, h_pad=0.1, wspace=0.06)
 
-    cmap = _cmap()
+    cmap = score_cmap()
     norm = Normalize(vmin=0.0, vmax=100.0)
     axes = fig.subplots(1, n_runs, squeeze=False)[0]
     mesh = None
