@@ -94,6 +94,8 @@ CASES = [
     (["generate", "hi", "--temperature", "-1"], "temperature must be >= 0"),
     (["generate", "hi", "--device", "tpu"], "invalid device"),
     (["generate", "hi", "--chunk-size", "0"], "--chunk-size must be positive"),
+    (["generate", "hi", "--prefill", "paged"], "unknown --prefill 'paged': expected one of auto, chunked, layerwise"),
+    (["needle", "--prefill", "paged"], "unknown --prefill 'paged'"),
     (["generate", "hi", "--max-context", "-3"], "--max-context must be positive"),
     (["generate", "hi", "--model", "zero_layers"], "num_layers must be a positive integer"),
     (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),

@@ -170,18 +170,19 @@ def test_context_limit_enforced(tmp_path):
 
 
 def test_prefill_chunk_policy():
-    """CUDA with no chunk size: one shot when the working memory fits the free memory, else chunked."""
+    """CUDA with no chunk size: one shot when the working memory fits the free memory, else chunked
+    (layer-wise in between: tests/test_layerwise.py)."""
     from longctx.engine.runtime import random_model
 
     m = random_model("tiny", device="cpu", dtype="float32")
-    assert m.prefill_chunk(10_000) == m.chunk_size == 2048  # CPU: always the configured chunk
+    assert m.prefill_plan(10_000) == ("chunked", 2048)  # CPU: always the configured chunk
     m.one_shot_when_fits = True  # what a CUDA model without --chunk-size gets
     from longctx.engine.memory import estimate_memory
 
     need = estimate_memory(m.config, 10_000, dtype_bytes=4, chunk=10_000)["working"]
-    assert m.prefill_chunk(10_000, free_bytes=int(need / 0.85) + 1) == 10_000
-    assert m.prefill_chunk(10_000, free_bytes=need) == 2048
-    assert m.prefill_chunk(100, free_bytes=0) == 2048
+    assert m.prefill_plan(10_000, free_bytes=int(need / 0.85) + 1) == ("chunked", 10_000)
+    assert m.prefill_plan(10_000, free_bytes=0) == ("chunked", 2048)
+    assert m.prefill_plan(100, free_bytes=0) == ("chunked", 2048)
     assert random_model("tiny", device="cpu", chunk_size=64).one_shot_when_fits is False
 
 

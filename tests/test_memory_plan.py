@@ -21,13 +21,13 @@ def test_planner_choices_for_given_memory():
     p = plan_prefill(cfg, 200_000, free_bytes=141 * GB)
     assert p.mode == "one-shot" and p.chunk == 200_000 and p.fits
     # the same with 60 GB free: weights 15.5 GB + KV 26.2 GB leave room for chunks only
-    p = plan_prefill(cfg, 200_000, free_bytes=60 * GB)
+    p = plan_prefill(cfg, 200_000, free_bytes=60 * GB, layerwise=False)
     assert p.mode == "chunked" and p.fits and p.total <= 0.85 * 60 * GB
     assert estimate_memory(cfg, 200_000, chunk=p.chunk * 2)["total"] > 0.85 * 60 * GB  # the largest that fits
     assert plan_prefill(cfg, 200_000, free_bytes=46 * GB).chunk < p.chunk
     # 1M tokens: the bf16 cache alone (131 GB) does not fit 141 GB with the weights; fp8 does
     assert not plan_prefill(cfg, 1_000_000, free_bytes=141 * GB).fits
-    p = plan_prefill(cfg, 1_000_000, free_bytes=141 * GB, kv_dtype="fp8")
+    p = plan_prefill(cfg, 1_000_000, free_bytes=141 * GB, kv_dtype="fp8", layerwise=False)
     assert p.fits and p.mode == "chunked"
     # free memory measured after loading: weights are not charged twice
     a = plan_prefill(cfg, 200_000, free_bytes=70 * GB, weights_loaded=True)
@@ -44,7 +44,8 @@ def test_info_shows_the_plan():
                                  "--free-gb", "141"])
     assert r.exit_code == 0, r.output
     assert "KV cache (fp8)" in r.output and "62.9 GiB" in r.output
-    assert "chunks of 131072 tokens" in r.output and "does NOT fit" not in r.output
+    assert "layer-wise (attention in one shot; projections and MLP in chunks of 8192 tokens)" in r.output
+    assert "does NOT fit" not in r.output
     r = CliRunner().invoke(app, ["info", "--preset", "internlm2-chat-7b", "--context", "1000000", "--free-gb", "141"])
     assert "does NOT fit" in r.output
     r = CliRunner().invoke(app, ["info", "--preset", "tiny", "--kv-dtype", "int4"])

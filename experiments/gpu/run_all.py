@@ -33,8 +33,8 @@ DRY = os.environ.get("LONGCTX_GPU_DRYRUN", "") not in ("", "0")
 DEADLINE = float(os.environ.get("LONGCTX_GPU_DEADLINE", "150" if DRY else "440"))
 GB = 1e9
 GIB = 2 ** 30
-MEM_LIMIT_BYTES = 44 * GB  # the issue's "peak memory <= 44 GB at 200K" (checked in 10^9 bytes; GiB shown too)
-TARGET_200K_S = 30.0
+MEM_LIMIT_BYTES = 44 * GB  # issue 15: "<= 44 GB peak" at 200K (checked in 10^9 bytes; GiB shown too)
+TARGET_200K_S = 22.0  # issue 15: 7B shape, bf16, dynamic x2, 200K tokens in <= 22 s at <= 44 GB peak
 
 # What each benchmark step runs. DRYRUN swaps in the tiny preset and short lengths on the CPU.
 if DRY:
@@ -53,7 +53,7 @@ else:
 
 # (name, cap seconds, what it needs to be worth starting)
 STEPS = [("env", 45, 5), ("pytest", 150, 20), ("probe", 90, 15), ("kvquant", 60, 15), ("bench7b", 210, 60),
-         ("bench20b", 150, 45), ("chunk16k", 75, 45)]
+         ("layerwise", 75, 40), ("bench20b", 150, 45), ("chunk16k", 75, 45)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +336,15 @@ def step_bench20b() -> None:
            probe_only_lengths=c["probe"], probe_when_over_budget=True)
 
 
+def step_layerwise() -> None:
+    """Layer-wise prefill (attention in one shot, projections / MLP in chunks) at the long length: time and
+    peak memory against bench7b's chunked point of the same run."""
+    c = B7
+    _bench("7b_layerwise", _budget_arg(), lengths=[LONG], preset=c["preset"], random_weights=True, dtype="bf16",
+           device=c["device"], rope_scaling=c["rope_scaling"], baseline="none", chunk=c["chunk"], prefill="layerwise",
+           isolate=False, repeats=1)
+
+
 def step_chunk16k() -> None:
     c = B7
     _bench("7b_chunk16k", _budget_arg(), lengths=[LONG], preset=c["preset"], random_weights=True, dtype="bf16",
@@ -345,7 +354,7 @@ def step_chunk16k() -> None:
 
 STEP_FUNCS = {"env": step_env, "pytest": step_pytest, "probe": step_probe, "kvquant": step_kvquant,
               "bench7b": step_bench7b,
-              "bench20b": step_bench20b, "chunk16k": step_chunk16k}
+              "layerwise": step_layerwise, "bench20b": step_bench20b, "chunk16k": step_chunk16k}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,13 +421,22 @@ def checks(benches: dict) -> list[dict]:
                     "value": f"{e['seconds']:.1f} s ({e.get('tflops') or 0:.0f} TFLOP/s; {e.get('chunk_path')})"})
     elif e:
         out.append({"check": f"7B {LONG} prefill <= {TARGET_200K_S:.0f} s", "pass": None, "value": e["status"]})
+    lw = _point(benches.get("7b_layerwise"), "longctx", LONG)
+    if lw and lw.get("seconds"):
+        out.append({"check": f"7B {LONG} prefill <= {TARGET_200K_S:.0f} s (layer-wise, chunk {lw.get('chunk')})",
+                    "pass": lw["seconds"] <= TARGET_200K_S,
+                    "value": f"{lw['seconds']:.1f} s ({lw.get('tflops') or 0:.0f} TFLOP/s)"
+                             + (f"; chunked {e['seconds']:.1f} s = {e['seconds'] / lw['seconds']:.2f}x" if e and e.get("seconds") else "")})
+    elif lw:
+        out.append({"check": f"7B {LONG} layer-wise prefill", "pass": None, "value": lw["status"]})
     alt = _point(benches.get("7b_chunk16k"), "longctx", LONG)
     if alt and alt.get("seconds") and out and out[0]["pass"] is not None:
         out.append({"check": f"7B {LONG} prefill <= {TARGET_200K_S:.0f} s (chunk {alt.get('chunk')})",
                     "pass": alt["seconds"] <= TARGET_200K_S, "value": f"{alt['seconds']:.1f} s"})
-    for rec in [r for r in (e, alt) if r and r.get("peak_mem_bytes")]:
+    for rec in [r for r in (e, lw, alt) if r and r.get("peak_mem_bytes")]:
         pk = rec["peak_mem_bytes"]
-        out.append({"check": f"7B {LONG} peak memory <= 44 GB (chunk {rec.get('chunk')})", "pass": pk <= MEM_LIMIT_BYTES,
+        how = f"{rec.get('prefill') or 'chunked'}, chunk {rec.get('chunk')}"
+        out.append({"check": f"7B {LONG} peak memory <= 44 GB ({how})", "pass": pk <= MEM_LIMIT_BYTES,
                     "value": (f"{pk / GB:.2f} GB = {pk / GIB:.2f} GiB: weights {rec['weights_bytes'] / GB:.2f} GB + "
                               f"KV cache {rec['kv_cache_bytes'] / GB:.2f} GB + rest {rec['rest_bytes'] / GB:.2f} GB")})
     if e and alt and e.get("seconds") and alt.get("seconds"):
@@ -456,7 +474,7 @@ def summarize(steps: list[dict], t_start: float) -> None:
     env = _load("env.json")
     pyt = _load("pytest.json")
     probe = _load("probe.json")
-    benches = {n: _load(f"bench_{n}.json") for n in ("7b", "20b", "7b_chunk16k")}
+    benches = {n: _load(f"bench_{n}.json") for n in ("7b", "20b", "7b_layerwise", "7b_chunk16k")}
     benches = {k: v for k, v in benches.items() if v}
     chk = checks(benches)
     data = {"dryrun": DRY, "elapsed_s": round(time.time() - t_start, 1), "steps": steps, "env": env, "pytest": pyt,

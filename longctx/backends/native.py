@@ -80,6 +80,7 @@ class NativeBackend(BaseBackend):
             "attn": m.attn,
             "max_context": self.max_context,
             "kv_dtype": m.net.kv_dtype,
+            "prefill": m.prefill_mode,
         }
 
     def rope_base_for(self, total_len: int) -> float:

@@ -243,7 +243,8 @@ def engine_point(m, spec: dict, length: int, repeats: int, warmup: int, probe_on
     peak = read_peak_memory(device, method)
     free_memory(device)
     return {"times": times, "cpu_times": cpu_times, "peak": peak, "kv": kv, "weights": module_bytes(m.net), "mem_method": method,
-            "rope_base": base, "chunk": m.chunk_size, "attn": m.attn, "chunk_path": _chunk_path(m)}
+            "rope_base": base, "chunk": m.chunk_size, "attn": m.attn, "chunk_path": _chunk_path(m),
+            "prefill": m.prefill_plan(length)[0]}
 
 
 def _chunk_path(m) -> str:
@@ -294,7 +295,8 @@ def finish_point(impl: str, length: int, raw: dict, spec: dict, peak_tflops: flo
         "weights_bytes": raw["weights"], "kv_cache_bytes": raw["kv"],
         "rest_bytes": raw["peak"] - raw["weights"] - raw["kv"], "runtime_bytes": runtime,
         "net_peak_bytes": raw["peak"] - runtime if runtime is not None else raw["peak"],
-        "chunk": raw["chunk"], "attn": raw["attn"], "chunk_path": raw.get("chunk_path"), "rope_base": raw["rope_base"],
+        "chunk": raw["chunk"], "prefill": raw.get("prefill"), "attn": raw["attn"], "chunk_path": raw.get("chunk_path"),
+        "rope_base": raw["rope_base"],
         "load_s": raw.get("load_s"),
     }
     if probe_only:

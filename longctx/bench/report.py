@@ -49,6 +49,7 @@ class PointRecord(TypedDict, total=False):
     cpu_seconds: Optional[float]
     mem_method: str  # "cuda.max_memory_allocated" | "VmHWM" | "ru_maxrss"
     chunk: Optional[int]
+    prefill: Optional[str]  # engine: chunked | layerwise
     attn: str
     chunk_path: Optional[str]
     rope_base: float
@@ -178,7 +179,8 @@ def header_lines(report: BenchReport) -> list[str]:
     lines = [
         f"model: {m['name']} ({m['source']}; {m['parameters'] / 1e9:.3g} B params, {m['layers']} layers, "
         f"{m['heads']}/{m['kv_heads']} heads x {m['head_dim']}, rope scaling {m['rope_scaling'] or 'none'})",
-        f"device: {report.device} -- {dev}; dtype {report.dtype}; engine chunk {report.chunk}",
+        f"device: {report.device} -- {dev}; dtype {report.dtype}; engine chunk {report.chunk}"
+        + (f", prefill {report.options['prefill']}" if report.options.get("prefill", "auto") != "auto" else ""),
         f"torch {mach.get('torch')}, transformers {mach.get('transformers')}",
     ]
     mp = report.matmul_peak

@@ -36,6 +36,8 @@ class BenchOptions:
         preset: a named shape (``internlm2-chat-7b`` ...); needs ``random_weights``.
         random_weights: random weights of the preset's shape (no tokenizer; random ids either way).
         chunk: engine prefill chunk (None: the engine's default for the device).
+        prefill: engine prefill mode: ``auto`` (chunked here, as ``chunk`` is always set) | ``chunked`` |
+            ``layerwise`` (attention in one shot, projections and MLP in chunks of ``chunk``).
         baseline: ``transformers`` or ``none``.
         dtype: ``auto`` | ``bf16`` | ``fp16`` | ``fp32`` (auto: fp32 on CPU, the checkpoint's half type on CUDA).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
@@ -62,6 +64,7 @@ class BenchOptions:
     preset: str | None = None
     random_weights: bool = False
     chunk: int | None = None
+    prefill: str = "auto"
     baseline: str = "transformers"
     dtype: str = "auto"
     device: str = "auto"
@@ -100,6 +103,10 @@ class BenchOptions:
             raise ConfigError("--threads must be at least 1")
         if self.chunk is not None and self.chunk < 1:
             raise ConfigError("--chunk must be positive")
+        from longctx.engine.memory import PREFILL_MODES
+
+        if self.prefill not in PREFILL_MODES:
+            raise ConfigError(f"unknown --prefill {self.prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError("--time-budget must be positive")
 
@@ -147,7 +154,7 @@ def resolve_spec(opts: BenchOptions) -> dict:
     return {
         "source": source, "path": path, "preset": opts.preset, "device": str(device),
         "dtype": str(dtype).replace("torch.", ""), "attn": opts.attn, "rope_scaling": opts.rope_scaling,
-        "chunk": int(chunk), "seed": int(opts.seed), "cfg": cfg.to_dict(), "threads": opts.threads,
+        "chunk": int(chunk), "prefill": opts.prefill, "seed": int(opts.seed), "cfg": cfg.to_dict(), "threads": opts.threads,
         "max_context": max(max(opts.lengths), cfg.context_limit),
     }
 
@@ -166,7 +173,7 @@ def build_engine(spec: dict):
     """The engine model for a spec (a :class:`~longctx.engine.runtime.LongCtxModel`)."""
     dtype = torch_dtype(spec["dtype"])
     kwargs = dict(device=spec["device"], dtype=dtype, attn=spec["attn"], chunk_size=spec["chunk"],
-                  max_context=spec["max_context"])
+                  max_context=spec["max_context"], prefill=spec.get("prefill", "auto"))
     if spec["source"] == "preset":
         return random_model(spec_config(spec), seed=spec["seed"], **kwargs)
     if spec["rope_scaling"] is not None:

@@ -18,6 +18,7 @@ def prefill(
     random_weights: bool = typer.Option(False, "--random-weights", help="Random weights of the preset's shape (no checkpoint needed)."),
     lengths: str = typer.Option("8192,32768,131072,200000", "--lengths", help="Prompt lengths in tokens: 8192,32768 or 8K,32Ki (K = 1000, Ki = 1024)."),
     chunk: Optional[int] = typer.Option(None, "--chunk", help="Engine prefill chunk (default: 8192 CUDA, the engine's CPU default otherwise)."),
+    prefill: str = typer.Option("auto", "--prefill", help="Engine prefill: auto (= chunked here) | chunked | layerwise (attention in one shot, projections and MLP in chunks of --chunk)."),
     baseline: str = typer.Option("transformers", "--baseline", help="transformers | none"),
     dtype: str = typer.Option("auto", "--dtype", help="bf16 | fp16 | fp32 | auto (fp32 on CPU, the checkpoint's half type on CUDA)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
@@ -43,7 +44,7 @@ def prefill(
     except ValueError as e:
         raise CliError(str(e)) from None
     opts = BenchOptions(lengths=lens, model=model, preset=preset, random_weights=random_weights, chunk=chunk,
-                        baseline=baseline, dtype=dtype, device=device, attn=attn, rope_scaling=rope_scaling,
+                        prefill=prefill, baseline=baseline, dtype=dtype, device=device, attn=attn, rope_scaling=rope_scaling,
                         repeats=repeats, rounds=rounds, threads=threads, time_budget=time_budget, isolate=isolate, seed=seed)
     opts.validate()
 

@@ -20,6 +20,9 @@ RopeOpt = typer.Option(None, "--rope-scaling", help="RoPE scaling METHOD:FACTOR:
 AttnOpt = typer.Option("auto", "--attn", help="Attention backend: auto | sdpa | eager | flash")
 MaxCtxOpt = typer.Option(None, "--max-context", help="Longest request (prompt + new tokens) to allow.")
 ChunkOpt = typer.Option(None, "--chunk-size", help="Prefill chunk length in tokens (default: 2048 on CPU; on CUDA one shot when it fits free memory, else 8192).")
+PrefillOpt = typer.Option("auto", "--prefill", help="Prefill mode: auto (CUDA without --chunk-size: one shot, else "
+                          "layer-wise, else chunked, whichever fits free memory; CPU: chunked) | chunked | layerwise "
+                          "(each layer over the whole prompt: attention in one shot, projections and MLP in chunks).")
 KvDtypeOpt = typer.Option("auto", "--kv-dtype", help="KV cache storage: auto (the model dtype) | int8 | fp8 (e4m3), "
                                                      "both with a scale per position and KV head.")
 
@@ -36,6 +39,7 @@ class ModelArgs:
     max_context: Optional[int] = None
     chunk_size: Optional[int] = None
     kv_dtype: str = "auto"
+    prefill: str = "auto"
 
     def load(self, **overrides: Any):
         """Loads the model these options name (``overrides`` replace fields, e.g. ``rope_scaling``)."""
@@ -47,7 +51,7 @@ class ModelArgs:
 _MODEL_OPTIONS = [("model", Optional[str], ModelOpt), ("device", str, DeviceOpt), ("dtype", str, DtypeOpt),
                   ("rope_scaling", Optional[str], RopeOpt), ("attn", str, AttnOpt),
                   ("max_context", Optional[int], MaxCtxOpt), ("chunk_size", Optional[int], ChunkOpt),
-                  ("kv_dtype", str, KvDtypeOpt)]
+                  ("kv_dtype", str, KvDtypeOpt), ("prefill", str, PrefillOpt)]
 
 
 def option_group(cls: type, options: list[tuple[str, Any, Any]], arg: str) -> Callable:
@@ -159,8 +163,17 @@ def check_plot_targets(plot: Path) -> None:
                                   f"choose another --plot (it was left untouched)")
 
 
+def check_prefill(prefill: str) -> None:
+    """``--prefill`` must name a mode (checked before any model loads)."""
+    from longctx.engine.memory import PREFILL_MODES
+
+    if prefill not in PREFILL_MODES:
+        raise CliError(f"unknown --prefill {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
+
+
 def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",
-                  max_context: Optional[int] = None, chunk_size: Optional[int] = None, kv_dtype: str = "auto"):
+                  max_context: Optional[int] = None, chunk_size: Optional[int] = None, kv_dtype: str = "auto",
+                  prefill: str = "auto"):
     """Loads a model from CLI options (errors surface as ValueError subclasses)."""
     from longctx.qa.model import load_model  # the engine model plus .ask / .open (lazy: torch)
 
@@ -174,8 +187,9 @@ def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: O
 
     if kv_dtype not in KV_DTYPES:  # checked before the model loads
         raise CliError(f"unknown --kv-dtype {kv_dtype!r}: expected one of {', '.join(KV_DTYPES)}")
+    check_prefill(prefill)
     kwargs: dict[str, Any] = dict(device=device, dtype=dtype, attn=attn, max_context=max_context, chunk_size=chunk_size,
-                                  kv_dtype=kv_dtype)
+                                  kv_dtype=kv_dtype, prefill=prefill)
     if rope_scaling is not None:
         kwargs["rope_scaling"] = rope_scaling
     if model is not None and not Path(model).exists():

@@ -62,7 +62,7 @@ def info(
                                             "bytes). Default: free CUDA memory, else available RAM."),
 ) -> None:
     """Show a model's configuration, the memory a context length needs (weights + KV cache + working) and the
-    prefill plan (one shot or chunk size) for the free memory."""
+    prefill plan (one shot, layer-wise or chunk size) for the free memory."""
     from longctx.checkpoints.resolve import resolve  # lazy: keeps torch out of `longctx --help`
     from longctx.engine.config import get_preset
     from longctx.engine.kv_cache import KV_DTYPES
@@ -92,7 +92,9 @@ def info(
     free, where = (int(free_gb * 1e9), "given") if free_gb is not None else _free_memory()
     est = estimate_memory(cfg, context, dtype_bytes=nbytes, chunk=chunk_size, kv_dtype=kv_dtype)
     plan = plan_prefill(cfg, context, free_bytes=free, dtype_bytes=nbytes, kv_dtype=kv_dtype)
-    how = "one shot" if plan.mode == "one-shot" else f"chunks of {plan.chunk} tokens"
+    how = {"one-shot": "one shot",
+           "layerwise": f"layer-wise (attention in one shot; projections and MLP in chunks of {plan.chunk} tokens)",
+           }.get(plan.mode, f"chunks of {plan.chunk} tokens")
     rows = [
         ("model", cfg.name), ("layout", cfg.source_layout),
         ("layers / hidden / intermediate", f"{cfg.num_layers} / {cfg.hidden_size} / {cfg.intermediate_size}"),

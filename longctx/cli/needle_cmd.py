@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 
 from longctx.cli.common import (CliError, ModelArgs, check_device, check_output_dir, check_plot_targets, check_positive,
-                                cli_errors, model_options, option_group)
+                                check_prefill, cli_errors, model_options, option_group)
 
 #: The default grid with the embedded default model (SmolLM2-135M-Instruct, 8K window): sized to
 #: finish well inside 5 minutes on a 2-core CPU, model load included (see README / docs/benchmarks.md).
@@ -241,6 +241,7 @@ def register(app: typer.Typer) -> None:
         model, device, dtype, attn, max_context, chunk_size = (margs.model, margs.device, margs.dtype, margs.attn,
                                                                margs.max_context, margs.chunk_size)
         # -- everything checkable without the model ----------------------------------------------
+        check_prefill(margs.prefill)
         if trials < 1:
             raise CliError(f"--trials must be at least 1 (got {trials})")
         depth_list = parse_depths(depths if depths is not None else (DEFAULT_DEPTHS if model is None else

@@ -53,6 +53,21 @@ class KVCache:
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
 
+    def _check_end(self, end: int) -> None:
+        if end > self.capacity:
+            raise CacheFullError(f"KV cache holds {self.capacity} positions; writing up to {end}")
+
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Stores a chunk's keys/values ``[1, T, Hkv, D]`` at positions ``start .. start + T``."""
+        end = start + k.shape[1]
+        self._check_end(end)
+        self.k[layer, start:end] = k[0]
+        self.v[layer, start:end] = v[0]
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions ``0 .. end`` as ``[1, end, Hkv, D]`` (views into the cache)."""
+        return self.k[layer, :end].unsqueeze(0), self.v[layer, :end].unsqueeze(0)  # [1, end, Hkv, D]
+
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Writes a chunk's keys/values at ``start`` and returns everything up to its end.
 
@@ -62,15 +77,10 @@ class KVCache:
             k, v: ``[1, T, Hkv, D]``.
 
         Returns:
-            ``(k_all, v_all)``, each ``[1, start + T, Hkv, D]`` views into the cache.
+            ``(k_all, v_all)``, each ``[1, start + T, Hkv, D]``, as :meth:`read` gives them.
         """
-        t = k.shape[1]
-        end = start + t
-        if end > self.capacity:
-            raise CacheFullError(f"KV cache holds {self.capacity} positions; writing up to {end}")
-        self.k[layer, start:end] = k[0]
-        self.v[layer, start:end] = v[0]
-        return self.k[layer, :end].unsqueeze(0), self.v[layer, :end].unsqueeze(0)  # [1, end, Hkv, D]
+        self.write(layer, start, k, v)
+        return self.read(layer, start + k.shape[1])
 
     def advance(self, n: int) -> None:
         """Marks n more positions as filled (called once per forward, after all layers)."""
@@ -129,16 +139,16 @@ class QuantizedKVCache(KVCache):
     def nbytes(self) -> int:
         return (self.k.numel() * self.k.element_size() + self.k_scale.numel() * self.k_scale.element_size()) * 2
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantizes and writes a chunk's keys/values at ``start``; returns ``[1, start + T, Hkv, D]`` keys and
-        values up to its end, dequantized to the model dtype (this chunk's included, so every position is
-        seen through the same quantization whatever the chunking)."""
-        t = k.shape[1]
-        end = start + t
-        if end > self.capacity:
-            raise CacheFullError(f"KV cache holds {self.capacity} positions; writing up to {end}")
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Quantizes a chunk's keys/values ``[1, T, Hkv, D]`` and stores them at ``start``."""
+        end = start + k.shape[1]
+        self._check_end(end)
         self.k[layer, start:end], self.k_scale[layer, start:end] = quantize(k[0], self.kind)  # [T, Hkv, D], [T, Hkv, 1]
         self.v[layer, start:end], self.v_scale[layer, start:end] = quantize(v[0], self.kind)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions ``0 .. end``, ``[1, end, Hkv, D]``, dequantized to the model dtype
+        (every position is seen through the same quantization whatever the chunking)."""
         k_all = dequantize(self.k[layer, :end], self.k_scale[layer, :end], self.compute_dtype)  # [end, Hkv, D]
         v_all = dequantize(self.v[layer, :end], self.v_scale[layer, :end], self.compute_dtype)  # [end, Hkv, D]
         return k_all.unsqueeze(0), v_all.unsqueeze(0)  # [1, end, Hkv, D]

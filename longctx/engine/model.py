@@ -75,6 +75,21 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.hidden_size, (h + 2 * hkv) * d, bias=cfg.bias or cfg.qkv_bias)
         self.wo = nn.Linear(h * d, cfg.hidden_size, bias=cfg.bias)
 
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
+                start: int, last_only: bool = False) -> torch.Tensor:
+        """Projects a chunk, writes its rotated keys and its values to the cache at ``start`` and returns
+        its rotated queries ``[B, Tq, H, D]`` (Tq = 1 with ``last_only``: only the last position's query)."""
+        b, t, _ = x.shape
+        cfg = self.cfg
+        g, d = cfg.num_groups, cfg.head_dim
+        qkv = self.wqkv(x).view(b, t, cfg.num_kv_heads, g + 2, d)  # [B, T, Hkv, G+2, D]
+        # RoPE straight from the packed slots into contiguous outputs (no transposes, no extra copies)
+        k = rope_packed(qkv[:, :, :, g, :], cos, sin)  # [B, T, Hkv, D]
+        cache.write(layer, start, k, qkv[:, :, :, g + 1, :])  # values: [B, T, Hkv, D]
+        if last_only:
+            qkv, cos, sin = qkv[:, -1:], cos[-1:], sin[-1:]
+        return rope_packed(qkv[:, :, :, :g, :], cos, sin).view(b, qkv.shape[1], cfg.num_heads, d)  # [B, Tq, H, D]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
                 start: int, attn_fn, last_only: bool = False) -> torch.Tensor:
         """Appends this chunk's keys/values to the cache and returns the attention output.
@@ -82,20 +97,11 @@ class Attention(nn.Module):
         With ``last_only`` the keys/values of every position are still cached but only the last
         position's query is attended (``[B, 1, hidden]`` is returned).
         """
-        b, t, _ = x.shape
-        cfg = self.cfg
-        g, d = cfg.num_groups, cfg.head_dim
-        qkv = self.wqkv(x).view(b, t, cfg.num_kv_heads, g + 2, d)  # [B, T, Hkv, G+2, D]
-        # RoPE straight from the packed slots into contiguous outputs (no transposes, no extra copies)
-        k = rope_packed(qkv[:, :, :, g, :], cos, sin)  # [B, T, Hkv, D]
-        v = qkv[:, :, :, g + 1, :]  # [B, T, Hkv, D]
-        if last_only:
-            qkv, cos, sin = qkv[:, -1:], cos[-1:], sin[-1:]
-        tq = qkv.shape[1]
-        q = rope_packed(qkv[:, :, :, :g, :], cos, sin).view(b, tq, cfg.num_heads, d)  # [B, Tq, H, D]
-        k_all, v_all = cache.update(layer, start, k, v)  # [1, start+T, Hkv, D]
+        b = x.shape[0]
+        q = self.project(x, cos, sin, cache, layer, start, last_only)  # [B, Tq, H, D]
+        k_all, v_all = cache.read(layer, start + x.shape[1])  # [1, start+T, Hkv, D]
         out = attn_fn(q, k_all, v_all)  # [B, Tq, H, D]
-        return self.wo(out.reshape(b, tq, cfg.num_heads * d))  # [B, Tq, hidden]
+        return self.wo(out.reshape(b, q.shape[1], self.cfg.num_heads * self.cfg.head_dim))  # [B, Tq, hidden]
 
 
 class FeedForward(nn.Module):
@@ -135,6 +141,37 @@ class DecoderLayer(nn.Module):
         # Inference: the residual adds go into the fresh branch outputs (a + b == b + a bit for bit).
         x = a.add_(x)
         return self.feed_forward(self.ffn_norm(x)).add_(x)
+
+    @torch.no_grad()
+    def forward_layerwise(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layer: int,
+                          start: int, attn_fn, chunk: int, last_only: bool = False) -> torch.Tensor:
+        """This layer over a whole prompt ``x [1, T, hidden]``: projections, output projection and MLP in
+        token chunks of ``chunk``, attention in one call over all T queries (the plain causal kernel when
+        nothing is cached before ``start``). Updates ``x`` in place and returns it (``[1, 1, hidden]``:
+        the last row, with ``last_only``). Same values as :meth:`forward` over the whole prompt."""
+        t = x.shape[1]
+        cfg = self.attention.cfg
+        q = None if last_only else x.new_empty(1, t, cfg.num_heads, cfg.head_dim)  # [1, T, H, D]
+        for s in range(0, t, chunk):
+            e = min(s + chunk, t)
+            qc = self.attention.project(self.attention_norm(x[:, s:e]), cos[s:e], sin[s:e], cache, layer, start + s,
+                                        last_only=last_only)  # [1, e-s, H, D], or [1, 1, H, D]
+            if q is not None:
+                q[:, s:e] = qc
+            elif e == t:
+                q = qc  # last_only: the prompt's last query
+        k_all, v_all = cache.read(layer, start + t)  # [1, start+T, Hkv, D]
+        o = attn_fn(q, k_all, v_all)  # [1, Tq, H, D]
+        tq = o.shape[1]
+        del q, k_all, v_all
+        o = o.reshape(1, tq, cfg.num_heads * cfg.head_dim)  # [1, Tq, H*D]
+        if last_only:
+            x = x[:, -1:]  # [1, 1, hidden]
+        for s in range(0, tq, chunk):
+            xs = x[:, s:s + chunk]  # [1, C, hidden], a view: the adds below update x
+            xs.add_(self.attention.wo(o[:, s:s + chunk]))
+            xs.add_(self.feed_forward(self.ffn_norm(xs)))
+        return x
 
 
 class Backbone(nn.Module):
@@ -195,6 +232,13 @@ class Transformer(nn.Module):
                                     p.device, self.kv_dtype)
         return KVCache(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, capacity, p.dtype, p.device)
 
+    def _embed(self, ids: torch.Tensor, start: int, rope_base: float):
+        """``(h [1, T, hidden], cos, sin [T, D])`` for tokens ``ids [T]`` at positions ``start ..``."""
+        positions = torch.arange(start, start + ids.shape[0], device=ids.device)  # [T]
+        h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
+        cos, sin = rope_cos_sin(positions, self.cfg, rope_base, dtype=h.dtype)  # [T, D] each
+        return h, cos, sin
+
     def forward(self, ids: torch.Tensor, cache: KVCache, rope_base: float, *, last_only: bool = True) -> torch.Tensor:
         """Runs one chunk of tokens at positions ``cache.length ..`` and appends its keys/values.
 
@@ -207,15 +251,38 @@ class Transformer(nn.Module):
         Returns:
             Logits in the model dtype, ``[vocab]`` if ``last_only`` else ``[T, vocab]``.
         """
-        t = ids.shape[0]
         start = cache.length
-        positions = torch.arange(start, start + t, device=ids.device)  # [T]
-        h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
-        cos, sin = rope_cos_sin(positions, self.cfg, rope_base, dtype=h.dtype)  # [T, D] each
+        h, cos, sin = self._embed(ids, start, rope_base)
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
             # The last layer's output feeds only the logits: with last_only, skip its other rows.
             h = layer(h, cos, sin, cache, i, start, self._attn_fn, last_only and i == last)
-        cache.advance(t)
+        cache.advance(ids.shape[0])
         h = h[0, -1] if last_only else h[0]  # [hidden] or [T, hidden]
         return self.output(self.model.norm(h))
+
+    @torch.no_grad()
+    def prefill_layerwise(self, ids: torch.Tensor, cache: KVCache, rope_base: float, *, chunk: int) -> torch.Tensor:
+        """Layer-wise prefill: every layer runs over the whole prompt before the next starts.
+
+        Attention sees all T queries in one call (one-shot kernel speed) while projections and the
+        MLP run in token chunks of ``chunk``, so the working memory is three ``[T, hidden]``-sized
+        buffers (residual stream, queries, attention output) plus one chunk's MLP activations,
+        instead of a one-shot prefill's ``[T, intermediate]`` activations.
+
+        Args:
+            ids: int64 ``[T]`` token ids, at positions ``cache.length ..``.
+            cache: the request's cache.
+            rope_base: the request's RoPE base.
+            chunk: tokens per projection / MLP step.
+
+        Returns:
+            Logits of the last position, ``[vocab]`` in the model dtype.
+        """
+        start = cache.length
+        h, cos, sin = self._embed(ids, start, rope_base)
+        last = len(self.model.layers) - 1
+        for i, layer in enumerate(self.model.layers):
+            h = layer.forward_layerwise(h, cos, sin, cache, i, start, self._attn_fn, chunk, last_only=i == last)
+        cache.advance(ids.shape[0])
+        return self.output(self.model.norm(h[0, -1]))  # [vocab]

@@ -20,7 +20,7 @@ from longctx.engine.config import ConfigError, ModelConfig, check_sampling, get_
 from longctx.engine.generation import token_loop
 from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
-from longctx.engine.memory import estimate_memory
+from longctx.engine.memory import HEADROOM, PREFILL_MODES, estimate_memory
 from longctx.engine.model import Transformer
 from longctx.engine.rope import base_for
 
@@ -71,12 +71,14 @@ class LongCtxModel:
         config: the :class:`~longctx.engine.config.ModelConfig` in effect (rope scaling included).
         device, dtype: where the weights live.
         chunk_size: prefill chunk length.
+        prefill_mode: ``auto`` | ``chunked`` | ``layerwise`` (see :meth:`prefill_plan`).
         max_context: the longest request (prompt + new tokens) allowed.
         path: the checkpoint directory (or a description).
     """
 
     def __init__(self, net: Transformer, tokenizer, *, device: torch.device, dtype: torch.dtype,
-                 chunk_size: int | None = None, max_context: int | None = None, path: str = "") -> None:
+                 chunk_size: int | None = None, max_context: int | None = None, path: str = "",
+                 prefill: str = "auto") -> None:
         self.net = net
         self.tokenizer = tokenizer
         self.config: ModelConfig = net.cfg
@@ -87,6 +89,9 @@ class LongCtxModel:
         # plain causal flash kernel (Tq == Tk) ran at 527 TFLOP/s on an H200 where lower-right
         # chunks ran at ~360 (docs/benchmarks.md); otherwise it is chunked to bound memory.
         self.one_shot_when_fits = chunk_size is None and device.type == "cuda"
+        if prefill not in PREFILL_MODES:
+            raise ConfigError(f"unknown prefill mode {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
+        self.prefill_mode = prefill
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk size must be positive, got {self.chunk_size}")
         if max_context is not None and int(max_context) <= 0:
@@ -137,24 +142,38 @@ class LongCtxModel:
     def _ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(ids), dtype=torch.long, device=self.device)  # [T]
 
-    def prefill_chunk(self, n_tokens: int, free_bytes: int | None = None) -> int:
-        """The chunk a prefill of ``n_tokens`` uses when the caller gives none.
+    def prefill_plan(self, n_tokens: int, free_bytes: int | None = None) -> tuple[str, int]:
+        """How a prefill of ``n_tokens`` runs when the caller gives no chunk size: ``(mode, chunk)``.
 
-        ``self.chunk_size``, except on CUDA with no chunk size configured: there the whole prefill
-        runs as one chunk when its estimated working memory (:func:`longctx.engine.memory.estimate_memory`)
-        takes at most 85% of the free device memory (measured after the KV cache is allocated).
+        ``chunked``: forwards of ``chunk`` tokens after the cached prefix (one shot when ``chunk >=
+        n_tokens``). ``layerwise``: :meth:`Transformer.prefill_layerwise` with projections and MLP in
+        chunks of ``chunk``. ``prefill_mode`` ``chunked`` / ``layerwise`` give that mode with
+        ``self.chunk_size``. ``auto`` gives chunked, except on CUDA with no chunk size configured: there
+        the whole prefill runs in one shot when its estimated working memory
+        (:func:`longctx.engine.memory.estimate_memory`) takes at most 85% of the free device memory
+        (measured after the KV cache is allocated), else layer-wise when that fits, else chunked.
 
         Args:
             n_tokens: tokens to prefill.
             free_bytes: free device memory (default: ``torch.cuda.mem_get_info``).
         """
-        if not self.one_shot_when_fits or n_tokens <= self.chunk_size:
-            return self.chunk_size
+        if self.prefill_mode == "layerwise":
+            return "layerwise", self.chunk_size
+        if self.prefill_mode == "chunked" or not self.one_shot_when_fits or n_tokens <= self.chunk_size:
+            return "chunked", self.chunk_size
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
         dtype_bytes = torch.finfo(self.dtype).bits // 8
-        working = estimate_memory(self.config, n_tokens, dtype_bytes=dtype_bytes, chunk=n_tokens)["working"]
-        return n_tokens if working <= 0.85 * free_bytes else self.chunk_size
+
+        def working(chunk: int, mode: str) -> int:
+            return estimate_memory(self.config, n_tokens, dtype_bytes=dtype_bytes, chunk=chunk, attn=self.attn,
+                                   kv_dtype=self.net.kv_dtype, mode=mode)["working"]
+
+        if working(n_tokens, "chunked") <= HEADROOM * free_bytes:
+            return "chunked", n_tokens  # one shot
+        if working(self.chunk_size, "layerwise") <= HEADROOM * free_bytes:
+            return "layerwise", self.chunk_size
+        return "chunked", self.chunk_size
 
     # -- forward passes ----------------------------------------------------------------------
     @torch.inference_mode()
@@ -183,8 +202,8 @@ class LongCtxModel:
             ids: ``[T]`` token ids (T >= 1) continuing the cached sequence.
             cache: the request's cache (its ``length`` is where ``ids`` start).
             rope_base: the request's base (must be the same for every call on one cache).
-            progress: called as ``progress(done, total)`` after each chunk.
-            chunk_size: override the model's chunk size.
+            progress: called as ``progress(done, total)`` after each chunk (once, at the end, layer-wise).
+            chunk_size: override the model's chunk size (the mode still follows :meth:`prefill_plan`).
 
         Returns:
             float32 ``[vocab]`` logits of the last position.
@@ -197,7 +216,13 @@ class LongCtxModel:
         n = t.shape[0]
         if n == 0:
             raise ValueError("prefill needs at least one token")
-        step = int(chunk_size or self.prefill_chunk(n))
+        mode, step = self.prefill_plan(n)
+        step = int(chunk_size or step)
+        if mode == "layerwise":
+            out = self.net.prefill_layerwise(t, cache, rope_base, chunk=step)
+            if progress is not None:
+                progress(n, n)
+            return out.float()
         out = None
         for s in range(0, n, step):
             out = self.net(t[s:s + step], cache, rope_base, last_only=True)  # [vocab]
@@ -321,12 +346,13 @@ class TextStream:
 
 def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                  attn: str = "auto", seed: int = 0, chunk_size: int | None = None,
-                 max_context: int | None = None, kv_dtype: str = "auto") -> LongCtxModel:
+                 max_context: int | None = None, kv_dtype: str = "auto", prefill: str = "auto") -> LongCtxModel:
     """A model of a given shape with random weights (benchmarks; no tokenizer).
 
     Args:
         cfg: a :class:`ModelConfig` or a preset name (``internlm2-chat-7b`` ...).
         kv_dtype: KV cache storage (``auto``, ``int8``, ``fp8``), as :func:`load_model`.
+        prefill: ``auto`` | ``chunked`` | ``layerwise``, as :func:`load_model`.
     """
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
@@ -344,13 +370,13 @@ def random_model(cfg: ModelConfig | str, *, device: str | torch.device = "auto",
     net.eval()
     net.kv_dtype = kv_dtype
     return LongCtxModel(net, None, device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
-                        path=f"random:{cfg.name}")
+                        path=f"random:{cfg.name}", prefill=prefill)
 
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                rope_scaling: Any = ..., attn: str = "auto", max_context: int | None = None,
                chunk_size: int | None = None, model_class: type[LongCtxModel] | None = None,
-               kv_dtype: str = "auto") -> LongCtxModel:
+               kv_dtype: str = "auto", prefill: str = "auto") -> LongCtxModel:
     """Loads a model.
 
     Args:
@@ -368,6 +394,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             :func:`longctx.load_model` returns, which adds document QA).
         kv_dtype: KV cache storage: ``auto`` (the model dtype), ``int8`` or ``fp8`` (e4m3), each with a
             float32 scale per position and KV head (:mod:`longctx.engine.kv_cache`).
+        prefill: ``auto`` | ``chunked`` | ``layerwise`` (each layer over the whole prompt: attention in one
+            shot, projections and MLP in chunks); see :meth:`LongCtxModel.prefill_plan`.
 
     Raises:
         ConfigError, WeightError (both ValueError): bad paths, configs or weights.
@@ -380,4 +408,4 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     net.kv_dtype = kv_dtype
     cls = model_class or LongCtxModel
     return cls(net, spec.load_tokenizer(), device=dev, dtype=dt, chunk_size=chunk_size, max_context=max_context,
-               path=spec.display)
+               path=spec.display, prefill=prefill)

@@ -303,6 +303,7 @@ def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
         "dtype": info.get("dtype"),
         "device": info.get("device"),
         **_kv_dtype(info),
+        **({"prefill": info["prefill"]} if info.get("prefill") not in (None, "auto") else {}),
     }
     rec.update(cell.record())
     score, error = None, res.error
