@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What a quantized KV cache does to retrieval (issue 15, item 5): the default model (SmolLM2-135M-Instruct)
+# with its float32 cache vs int8 vs fp8 (e4m3), one scale per (position, KV head); tasks single, multikey
+# and vt (RULER variable tracking; answer budget 64, the others 48); 1K-16K tokens x depths 10, 50, 90 %
+# x 5 trials; dynamic NTK x2 at every length (equal to no scaling up to the 8K window); then heatmaps side
+# by side and paired comparisons (longctx compare, float32 cache vs each quantized one).
+#
+#   experiments/kv_quant/run.sh                              # resumable: finished cells are skipped
+#   PARALLEL=2 TORCH_THREADS=1 experiments/kv_quant/run.sh   # two runs side by side, one thread each
+#
+# Jobs are one (length, kv dtype, task) each, short lengths first. LONGCTX: the command (default:
+# longctx); LOGS: where each job's log goes (default: a temp folder).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export LONGCTX=${LONGCTX:-longctx}
+export OUT=experiments/kv_quant/results
+export LOGS=${LOGS:-$(mktemp -d)}
+PARALLEL=${PARALLEL:-1}
+LENGTHS=${LENGTHS:-"1K 2K 4K 8K 16K"}
+TASKS=${TASKS:-"single multikey vt"}
+if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
+mkdir -p "$OUT" "$LOGS" plots
+
+job() {  # job LENGTH KV TASK
+  local L=$1 kv=$2 task=$3 budget=48
+  if [ "$task" = vt ]; then budget=64; fi  # up to five "VAR XXXXX" names
+  echo "$(date -u +%FT%TZ) start $L $kv $task"
+  "$LONGCTX" needle --task "$task" --lengths "$L" --kv-dtype "$kv" --rope-scaling dynamic:2 \
+      --depths 10,50,90 --trials 5 --haystack austen --answer-budget "$budget" --seed 0 --no-plot --no-report --yes \
+      --out "$OUT/${task}_${kv}.jsonl" > "$LOGS/${task}_${kv}_${L}.log" 2>&1
+  echo "$(date -u +%FT%TZ) done $L $kv $task"
+}
+export -f job
+
+for L in $LENGTHS; do
+  for kv in auto int8 fp8; do for task in $TASKS; do echo "$L $kv $task"; done; done
+done | xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
+echo "logs: $LOGS"
+
+for task in $TASKS; do
+  "$LONGCTX" plot "$OUT/${task}_auto.jsonl" "$OUT/${task}_int8.jsonl" "$OUT/${task}_fp8.jsonl" \
+      -o "plots/kv_quant_${task}.png" --labels "float32 cache,int8 cache,fp8 (e4m3) cache" \
+      --title "KV cache storage vs retrieval, task $task (SmolLM2-135M-Instruct, dynamic NTK x2, 5 trials per cell)"
+  for kv in int8 fp8; do
+    "$LONGCTX" compare "$OUT/${task}_auto.jsonl" "$OUT/${task}_${kv}.jsonl" | tee "$OUT/compare_${task}_${kv}.txt"
+  done
+done
