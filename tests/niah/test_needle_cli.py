@@ -27,12 +27,14 @@ def cli(monkeypatch, tmp_path):
     """Runs ``longctx needle ...`` in process with the shared tiny model (model options applied to a copy)."""
     loads = []
 
-    def fake_load(model, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None, kv_dtype="auto"):
+    def fake_load(model, device, dtype, rope_scaling, attn="auto", max_context=None, chunk_size=None, kv_dtype="auto",
+                  prefill="auto"):
         loads.append(model)
         base = tiny_chat_model()
         m = copy.copy(base)
         m.max_context = max_context or base.max_context
         m.chunk_size = chunk_size or base.chunk_size
+        m.prefill_mode = prefill
         return m
 
     monkeypatch.setattr(cli_common, "load_from_cli", fake_load)

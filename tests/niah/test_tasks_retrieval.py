@@ -52,7 +52,7 @@ def test_settings_hide_new_fields_at_defaults():
     assert "lang" not in d and "hops" not in d and "near_miss" not in d and d["id"] == "single:number"
     z = make_task("single", lang="zh", near_miss=2).settings()
     assert z["lang"] == "zh" and z["near_miss"] == 2
-    assert dataclasses.asdict(make_task("single")).keys() - d.keys() == {"extra", "lang", "hops", "near_miss"}
+    assert dataclasses.asdict(make_task("single")).keys() - d.keys() == {"extra", "lang", "hops", "near_miss", "version"}
 
 
 def test_option_errors():

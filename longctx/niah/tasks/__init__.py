@@ -14,7 +14,7 @@ task            needles (module)                       counterpart              
 ``multivalue``  4 values for one key                   RULER niah_multivalue               all     128
 ``multiquery``  4 keys asked at once                   RULER niah_multiquery               all     128
 ``custom``      the user's needle (:mod:`.custom`)     --                                  part    64
-``reasoning``   chained relations (:mod:`.reasoning`)  NeedleBench multi-needle reasoning  part    64
+``reasoning``   chained relations + birthplaces        NeedleBench multi-needle reasoning  part    64
 ``trace``       chained parent statements              NeedleBench ancestral trace         part    64
 ``vt``          chained VAR assignments (aggregation)  RULER vt                            all     64
 ``cwe``         a numbered word list                   RULER cwe                           all     128
@@ -71,7 +71,10 @@ _DEFAULT_HOPS = {**reasoning.DEFAULT_HOPS, **aggregation.DEFAULT_HOPS}
 _DEFAULTS = {"reasoning": ("part", 64), "trace": ("part", 64), "vt": ("all", 64), "cwe": ("all", 128),
              "fwe": ("all", 64), "latent": ("part", 64), "absent": ("absent", 64)}
 # fields added after results files existed: left out of settings() at their defaults
-_NEW_FIELDS = {"lang": "en", "hops": 0, "near_miss": 0}
+_NEW_FIELDS = {"lang": "en", "hops": 0, "near_miss": 0, "version": 1}
+# task -> generator version, bumped when a task's prompts change (recorded in the settings, so a results
+# file of the old prompts is not resumed with new ones): reasoning 2 = distractor birthplaces (2026-12-01)
+_VERSIONS = {"reasoning": 2}
 
 
 def _depth_key(depth: float) -> float:
@@ -101,6 +104,7 @@ class Task:
     lang: str = "en"
     hops: int = 0
     near_miss: int = 0
+    version: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -115,14 +119,14 @@ class Task:
     def n_needles(self) -> int:
         """Needles (targets, distractors and near misses) in every instance."""
         base = {"multikey": 1 + self.num_distractors, "multivalue": self.num_values,
-                "multiquery": self.num_queries, "reasoning": self.hops, "trace": self.hops,
+                "multiquery": self.num_queries, "reasoning": 2 * self.hops - 1, "trace": self.hops,
                 "vt": self.hops + 1}.get(self.name, 1)
         return base + self.near_miss
 
     def settings(self) -> dict[str, Any]:
         """The task's fields for a run configuration (hashed into the results file): every
-        field but ``extra``; ``lang``, ``hops`` and ``near_miss`` only when not at their
-        defaults, so results files written before they existed still resume."""
+        field but ``extra``; ``lang``, ``hops``, ``near_miss`` and ``version`` only when not at
+        their defaults, so results files written before they existed still resume."""
         d = {k: v for k, v in asdict(self).items() if k != "extra"}
         for k, default in _NEW_FIELDS.items():
             if d.get(k) == default:
@@ -258,5 +262,6 @@ def make_task(
         lang=lang,
         hops=n_hops,
         near_miss=near_miss,
+        version=_VERSIONS.get(name, 1),
         **kw,
     )

@@ -1,12 +1,18 @@
 """Multi-needle reasoning (NeedleBench-style) and the ancestral trace challenge.
 
-``reasoning`` (``hops`` = N needles, 2-5, default 3): a chain of invented people linked by
-relations, the last one's birthplace::
+``reasoning`` (``hops`` = N chain needles, 2-5, default 3): a chain of invented people linked by
+relations, the last one's birthplace, and the birthplaces of the other people of the chain (N - 1
+distractor needles, so the one birthplace sentence cannot be matched without following the chain)::
 
     Dessaly Coldmere's mentor is Fennick Oakhurst.      (needle 1, at the cell's depth)
     Fennick Oakhurst's neighbour is Lorwen Kettleby.    (needle 2)
     Lorwen Kettleby was born in the town of Quellmar.   (needle 3)
+    Dessaly Coldmere was born in the town of Brackwold. (distractor)
+    Fennick Oakhurst was born in the town of Ostermere. (distractor)
     Q: In which town was the neighbour of the mentor of Dessaly Coldmere born?  -> Quellmar
+
+(Version 1 of the task, before 2026-12-01, had no distractors: a model could answer from the only
+birthplace sentence without chaining; results files record ``version`` 2 in the task settings.)
 
 ``trace`` (``hops`` = N kinship statements, 1-20, default 4): "P1 is the father of P0.",
 "P2 is the mother of P1.", ...; the question asks for P0's ancestor N generations up
@@ -83,6 +89,7 @@ def instance(task, cs: int, ls: int) -> TaskInstance:
             needles.append(NeedleSpec(tp["rel"].format(a=people[k], rel=rel, b=people[k + 1]), people[k],
                                       people[k + 1]))
         needles.append(NeedleSpec(tp["born"].format(a=people[n - 1], town=place), people[n - 1], place))
+        decoys = [fresh(crng, lambda r: town(r, lang), taken) for _ in range(n - 1)]
         if lang == "zh":
             chain = "的".join([people[0], *rels])
             q, p = tp["r_q"].format(chain=chain), tp["r_p"].format(chain=chain)
@@ -99,5 +106,8 @@ def instance(task, cs: int, ls: int) -> TaskInstance:
         q, p = tp["t_q"].format(p=people[0], n=n, s=s), tp["t_p"].format(p=people[0], n=n, s=s)
         answer = people[n]
     placed = [needles[0]] + [NeedleSpec(x.text, x.key, x.value, rand_depth(lrng)) for x in needles[1:]]
+    if task.name == "reasoning":  # the other chain members' birthplaces, after the chain's layout draws
+        placed += [NeedleSpec(tp["born"].format(a=people[k], town=t), people[k], t, rand_depth(lrng), "distractor")
+                   for k, t in enumerate(decoys)]
     return TaskInstance(task.id, tuple(placed), q, (answer,), task.metric, task.answer_budget, task.instruction,
                         p, cs, ls)
