@@ -232,7 +232,7 @@ class Transformer(nn.Module):
                                     p.device, self.kv_dtype)
         return KVCache(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, capacity, p.dtype, p.device)
 
-    def _embed(self, ids: torch.Tensor, start: int, rope_base: float):
+    def embed(self, ids: torch.Tensor, start: int, rope_base: float):
         """``(h [1, T, hidden], cos, sin [T, D])`` for tokens ``ids [T]`` at positions ``start ..``."""
         positions = torch.arange(start, start + ids.shape[0], device=ids.device)  # [T]
         h = self.model.tok_embeddings(ids)[None]  # [1, T, hidden]
@@ -252,7 +252,7 @@ class Transformer(nn.Module):
             Logits in the model dtype, ``[vocab]`` if ``last_only`` else ``[T, vocab]``.
         """
         start = cache.length
-        h, cos, sin = self._embed(ids, start, rope_base)
+        h, cos, sin = self.embed(ids, start, rope_base)
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
             # The last layer's output feeds only the logits: with last_only, skip its other rows.
@@ -280,7 +280,7 @@ class Transformer(nn.Module):
             Logits of the last position, ``[vocab]`` in the model dtype.
         """
         start = cache.length
-        h, cos, sin = self._embed(ids, start, rope_base)
+        h, cos, sin = self.embed(ids, start, rope_base)
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
             h = layer.forward_layerwise(h, cos, sin, cache, i, start, self._attn_fn, chunk, last_only=i == last)
