@@ -55,7 +55,9 @@ else:
 # (name, cap seconds, what it needs to be worth starting)
 STEPS = [("env", 45, 5), ("pytest", 150, 20), ("probe", 90, 15), ("bench7b", 210, 60), ("layerwise", 75, 40),
          ("probe1m", 120, 60), ("probe20b", 90, 45), ("kvquant", 60, 15), ("bench20b", 150, 45),
-         ("chunk16k", 75, 45)]
+         ("chunk16k", 75, 45), ("niah7b", 540, 120)]
+# LONGCTX_GPU_STEPS=a,b runs only those steps (e.g. niah7b alone in a second device call: it needs most of one)
+ONLY = [x for x in os.environ.get("LONGCTX_GPU_STEPS", "").split(",") if x]
 # Layer probes (experiments/gpu/layer_probe.py): time the first layers of a layer-wise prefill, extrapolate.
 if DRY:
     P1M = dict(cfg="tiny", length=4096, layers=2, device="cpu")
@@ -232,6 +234,15 @@ def step_probe20b() -> None:
     _layer_probe("probe20b", ("fp8", "int8"), **P20B)
 
 
+def step_niah7b() -> None:
+    """NIAH sweep on the 7B shape (random weights, --max-len 200000 default grid) vs a naive transformers loop
+    over the same prompts (experiments/gpu/niah_sweep.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import niah_sweep
+
+    niah_sweep.run(_budget_arg())
+
+
 def step_chunk16k() -> None:
     c = B7
     _bench("7b_chunk16k", _budget_arg(), lengths=[LONG], preset=c["preset"], random_weights=True, dtype="bf16",
@@ -242,7 +253,7 @@ def step_chunk16k() -> None:
 STEP_FUNCS = {"env": step_env, "pytest": step_pytest, "probe": step_probe, "kvquant": step_kvquant,
               "bench7b": step_bench7b,
               "layerwise": step_layerwise, "probe1m": step_probe1m, "probe20b": step_probe20b,
-              "bench20b": step_bench20b, "chunk16k": step_chunk16k}
+              "bench20b": step_bench20b, "chunk16k": step_chunk16k, "niah7b": step_niah7b}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +356,13 @@ def checks(benches: dict) -> list[dict]:
                         "value": f"est. {r['est_prefill_s']:.0f} s ({r['per_layer_s']:.2f} s/layer x {r['num_layers']}); "
                                  f"peak {pk / GB if pk else float('nan'):.1f} GB (KV {r['kv_bytes'] / GB:.1f} GB, "
                                  f"weights {r['weights_bytes'] / GB:.1f} GB)"})
+    nb = _load("niah7b.json")
+    if nb:
+        out.append({"check": "NIAH sweep, 7B shape, random weights (--max-len 200000)", "pass": None,
+                    "value": f"{nb.get('cells')} cells in {nb.get('engine_wall_s', 0):.0f} s wall; prefilled "
+                             f"{nb.get('prefilled_tokens', 0):,} of {nb.get('naive_tokens', 0):,} prompt tokens; naive "
+                             f"transformers loop: {nb.get('naive_prompts')} prompts in {nb.get('naive_s') or 0:.0f} s vs "
+                             f"engine {nb.get('engine_s_same_cells') or 0:.0f} s on those cells"})
     b20 = benches.get("20b")
     if b20:
         timed = [r for r in b20["results"] if r["status"] == "ok"]
@@ -432,6 +450,8 @@ def orchestrate() -> int:
     steps: list[dict] = []
     reserve = 8.0  # for the summary
     for name, cap, need in STEPS:
+        if ONLY and name not in ONLY:
+            continue
         left = end - time.time() - reserve
         if left < need:
             log(f"=== step {name}: skipped ({left:.0f}s left, needs {need}s) ===")

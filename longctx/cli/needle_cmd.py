@@ -97,16 +97,33 @@ _BACKEND_OPTIONS = [
 #: the backend options as one ``bargs: BackendArgs`` argument.
 backend_options = option_group(BackendArgs, _BACKEND_OPTIONS, "bargs")
 
-def _config_and_tokenizer(model: Optional[str]):
-    """The model's configuration and tokenizer without its weights (to plan before loading)."""
+def _config_and_tokenizer(model: Optional[str], random_weights: Optional[str] = None):
+    """The model's configuration and tokenizer without its weights (to plan before loading). With
+    ``random_weights`` (a preset name): that preset's shape and the default model's tokenizer, the vocabulary
+    grown to the tokenizer's where the preset's is smaller (only ``tiny``)."""
+    import dataclasses
+
     from longctx.checkpoints.resolve import resolve  # torch: only when the command runs
+    from longctx.engine.config import get_preset
 
     spec = resolve(model)
-    cfg = spec.config  # a bad config.json is reported before a missing tokenizer
+    cfg = spec.config if random_weights is None else get_preset(random_weights)  # a bad config.json first
     tok = spec.load_tokenizer()
     if tok is None:
         raise CliError(f"the model {model} has no tokenizer")
+    if random_weights is not None and cfg.vocab_size < tok.vocab_size:
+        cfg = dataclasses.replace(cfg, vocab_size=tok.vocab_size)
     return cfg, tok
+
+
+def _random_model(cfg, tok, margs: ModelArgs, max_context: int):
+    """A random-weight engine model of ``cfg``'s shape with ``tok`` (``--random-weights``: timing runs)."""
+    from longctx.engine.runtime import random_model
+
+    m = random_model(cfg, device=margs.device, dtype=margs.dtype, attn=margs.attn, chunk_size=margs.chunk_size,
+                     max_context=max_context, kv_dtype=margs.kv_dtype, prefill=margs.prefill)
+    m.tokenizer = tok
+    return m
 
 
 def _make_plan(cfg, tok, builder, grid, out: Path, device: str, dtype: str, chunk_size: Optional[int],
@@ -221,6 +238,7 @@ def register(app: typer.Typer) -> None:
         shard: Optional[str] = typer.Option(None, "--shard", help="Run shard i of n (0-based, e.g. 0/4) of the grid's cells."),
         prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Reuse the KV cache of shared prompt prefixes between cells."),
         backend_name: str = typer.Option("native", "--backend", help="What answers: native (the engine) | transformers (local checkpoint) | openai (an OpenAI-compatible server). See docs/serving.md."),
+        random_weights: Optional[str] = typer.Option(None, "--random-weights", help="PRESET: time the sweep on a model of this shape (internlm2-chat-7b | internlm2-chat-20b | tiny) with random weights and the default model's tokenizer; answers are noise."),
         rope_scaling: Optional[str] = typer.Option(None, "--rope-scaling", help="METHOD:FACTOR (linear:4, dynamic:4, yarn:4, llama3:8), none, or auto (the dynamic-NTK factor that covers the longest length; recorded in the results); default: the checkpoint's."),
         margs: ModelArgs = ModelArgs(),
         bargs: BackendArgs = BackendArgs(),
@@ -242,6 +260,8 @@ def register(app: typer.Typer) -> None:
                                                                margs.max_context, margs.chunk_size)
         # -- everything checkable without the model ----------------------------------------------
         check_prefill(margs.prefill)
+        if random_weights is not None and (model is not None or backend_name != "native"):
+            raise CliError("--random-weights builds its own model on the native backend: leave out --model and --backend")
         if trials < 1:
             raise CliError(f"--trials must be at least 1 (got {trials})")
         depth_list = parse_depths(depths if depths is not None else (DEFAULT_DEPTHS if model is None else
@@ -326,7 +346,7 @@ def register(app: typer.Typer) -> None:
 
         plan_obj = None
         if backend_name == "native":
-            cfg, tok = _config_and_tokenizer(str(Path(model).resolve()) if model is not None else None)
+            cfg, tok = _config_and_tokenizer(str(Path(model).resolve()) if model is not None else None, random_weights)
             if rope_scaling is not None and not rope_auto:
                 cfg = cfg.with_rope_scaling(rope_scaling)
             ctx = int(max_context or cfg.context_limit)
@@ -358,7 +378,10 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 return
             _check_plan(plan_obj, yes)
-            m = margs.load(model=str(Path(model).resolve()) if model is not None else None, rope_scaling=rope_scaling)
+            if random_weights is not None:
+                m = _random_model(cfg, tok, margs, int(max_context or cfg.context_limit))
+            else:
+                m = margs.load(model=str(Path(model).resolve()) if model is not None else None, rope_scaling=rope_scaling)
             if m.tokenizer is None:
                 raise CliError("the model has no tokenizer")
             from longctx.backends.native import NativeBackend
