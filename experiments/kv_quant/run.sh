@@ -21,13 +21,21 @@ TASKS=${TASKS:-"single multikey vt"}
 if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
 mkdir -p "$OUT" "$LOGS" plots
 
+# The float32-cache cells of single and multikey have exactly the settings of the RoPE experiment's dynamic x2
+# cells (same task, grid, budget, haystack, seed, scaling): they are read from / written to that file.
+results() {  # results TASK KV -> the results file
+  if [ "$2" = auto ] && [ "$1" != vt ]; then echo "experiments/rope_methods/results/$1_dynamic2.jsonl"
+  else echo "$OUT/$1_$2.jsonl"; fi
+}
+export -f results
+
 job() {  # job LENGTH KV TASK
   local L=$1 kv=$2 task=$3 budget=48
   if [ "$task" = vt ]; then budget=64; fi  # up to five "VAR XXXXX" names
   echo "$(date -u +%FT%TZ) start $L $kv $task"
   "$LONGCTX" needle --task "$task" --lengths "$L" --kv-dtype "$kv" --rope-scaling dynamic:2 \
       --depths 10,50,90 --trials 5 --haystack austen --answer-budget "$budget" --seed 0 --no-plot --no-report --yes \
-      --out "$OUT/${task}_${kv}.jsonl" > "$LOGS/${task}_${kv}_${L}.log" 2>&1
+      --out "$(results "$task" "$kv")" > "$LOGS/${task}_${kv}_${L}.log" 2>&1
   echo "$(date -u +%FT%TZ) done $L $kv $task"
 }
 export -f job
@@ -38,10 +46,10 @@ done | xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
 echo "logs: $LOGS"
 
 for task in $TASKS; do
-  "$LONGCTX" plot "$OUT/${task}_auto.jsonl" "$OUT/${task}_int8.jsonl" "$OUT/${task}_fp8.jsonl" \
+  "$LONGCTX" plot "$(results "$task" auto)" "$OUT/${task}_int8.jsonl" "$OUT/${task}_fp8.jsonl" \
       -o "plots/kv_quant_${task}.png" --labels "float32 cache,int8 cache,fp8 (e4m3) cache" \
       --title "KV cache storage vs retrieval, task $task (SmolLM2-135M-Instruct, dynamic NTK x2, 5 trials per cell)"
   for kv in int8 fp8; do
-    "$LONGCTX" compare "$OUT/${task}_auto.jsonl" "$OUT/${task}_${kv}.jsonl" | tee "$OUT/compare_${task}_${kv}.txt"
+    "$LONGCTX" compare "$(results "$task" auto)" "$OUT/${task}_${kv}.jsonl" | tee "$OUT/compare_${task}_${kv}.txt"
   done
 done
