@@ -8,18 +8,15 @@
 #   experiments/kv_quant/run.sh                              # resumable: finished cells are skipped
 #   PARALLEL=2 TORCH_THREADS=1 experiments/kv_quant/run.sh   # two runs side by side, one thread each
 #
-# Jobs are one (length, kv dtype, task) each, short lengths first. LONGCTX: the command (default:
-# longctx); LOGS: where each job's log goes (default: a temp folder).
+# Jobs are one (length, kv dtype, task) each, short lengths first. LONGCTX, PARALLEL, TORCH_THREADS,
+# LOGS: see experiments/common.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export LONGCTX=${LONGCTX:-longctx}
+source experiments/common.sh
 export OUT=experiments/kv_quant/results
-export LOGS=${LOGS:-$(mktemp -d)}
-PARALLEL=${PARALLEL:-1}
 LENGTHS=${LENGTHS:-"1K 2K 4K 8K 16K"}
 TASKS=${TASKS:-"single multikey vt"}
-if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
-mkdir -p "$OUT" "$LOGS" plots
+mkdir -p "$OUT" plots
 
 # The float32-cache cells of single and multikey have exactly the settings of the RoPE experiment's dynamic x2
 # cells (same task, grid, budget, haystack, seed, scaling): they are read from / written to that file.
@@ -42,8 +39,7 @@ export -f job
 
 for L in $LENGTHS; do
   for kv in auto int8 fp8; do for task in $TASKS; do echo "$L $kv $task"; done; done
-done | xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
-echo "logs: $LOGS"
+done | run_queue
 
 for task in $TASKS; do
   "$LONGCTX" plot "$(results "$task" auto)" "$OUT/${task}_int8.jsonl" "$OUT/${task}_fp8.jsonl" \

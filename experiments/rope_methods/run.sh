@@ -10,16 +10,13 @@
 # already compares the methods on the lengths it reached. Two jobs never write one file at once: the
 # jobs of one file are 12 apart in the queue. PARALLEL=2 with one torch thread each prefilled 1.4x and
 # decoded 1.6x more tokens per second than one two-thread run on this 2-core machine.
-# LONGCTX: the command (default: longctx); LOGS: where each job's log goes (default: a temp folder).
+# LONGCTX, PARALLEL, TORCH_THREADS, LOGS: see experiments/common.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export LONGCTX=${LONGCTX:-longctx}
+source experiments/common.sh
 export OUT=experiments/rope_methods/results
-export LOGS=${LOGS:-$(mktemp -d)}
-PARALLEL=${PARALLEL:-1}
 LENGTHS=${LENGTHS:-"1K 2K 4K 8K 16K 32K"}
-if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
-mkdir -p "$OUT" "$LOGS"
+mkdir -p "$OUT"
 
 job() {  # job LENGTH SETTING TASK
   local L=$1 s=$2 task=$3 rope
@@ -39,8 +36,7 @@ for L in $LENGTHS; do
     if [[ "$L" == 32K && ( "$s" == dynamic2 || "$s" == yarn2 ) ]]; then continue; fi  # x2 covers 16K
     for task in single multikey; do echo "$L $s $task"; done
   done
-done | xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
-echo "logs: $LOGS"
+done | run_queue
 [ -n "${NO_FIGURES:-}" ] && exit 0
 
 # Loss vs position on a text the sweeps never used.

@@ -9,17 +9,14 @@
 # Phase 1 runs 1K-4K for every (task, language), phase 2 adds 8K, so a partial run covers every task.
 # Jobs go heaviest first (Chinese answers run to the budget more often). PARALLEL=2 with one torch
 # thread each prefilled 1.4x and decoded 1.6x more tokens per second than one two-thread run here.
-# LONGCTX: the command (default: longctx); LOGS: where each job's log goes (default: a temp folder).
+# LONGCTX, PARALLEL, TORCH_THREADS, LOGS: see experiments/common.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export LONGCTX=${LONGCTX:-longctx}
+source experiments/common.sh
 export OUT=experiments/task_suite/results
-export LOGS=${LOGS:-$(mktemp -d)}
-PARALLEL=${PARALLEL:-1}
 TASKS=${TASKS:-"multikey single reasoning trace vt cwe fwe latent absent"}
 LANGS=${LANGS:-"zh en"}
-if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
-mkdir -p "$OUT" "$LOGS"
+mkdir -p "$OUT"
 
 job() {  # job LANG TASK LENGTHS
   local lang=$1 task=$2 lengths=$3 hay budget=64
@@ -35,5 +32,4 @@ export -f job
 
 for lengths in 1K,2K,4K 8K; do
   for lang in $LANGS; do for task in $TASKS; do echo "$lang $task $lengths"; done; done
-done | xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
-echo "logs: $LOGS"
+done | run_queue

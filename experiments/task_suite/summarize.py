@@ -31,13 +31,14 @@ LANGS = {"en": "English (Austen)", "zh": "Chinese (zh)"}
 TASKS = {
     "single": ("one key-value needle", "RULER niah_single / NeedleBench single-needle retrieval"),
     "multikey": ("target + 3 other keys", "RULER niah_multikey"),
-    "reasoning": ("3 chained relations", "NeedleBench multi-needle reasoning"),
+    "reasoning": ("3 chained relations + 2 distractor birthplaces", "NeedleBench multi-needle reasoning"),
     "trace": ("4 chained parent statements", "NeedleBench Ancestral Trace Challenge"),
-    "vt": ("VAR chain, 4 re-assignments", "RULER vt (variable tracking)"),
-    "cwe": ("10 most common words of a list", "RULER cwe"),
-    "fwe": ("3 most frequent coded words", "RULER fwe"),
+    "vt": ("VAR chain, 4 re-assignments: all 5 names", "RULER vt (variable tracking)"),
+    "cwe": ("the 5 words seen 5x in a list (15 others 2x)", "RULER cwe"),
+    "fwe": ("the 3 most frequent words of a coded text", "RULER fwe"),
     "latent": ("needle with no word of the question", "NoLiMa (one latent hop)"),
-    "absent": ("asked key not in the text", "OneRuler 'none' cells"),
+    "absent": ("asked key not in the text (score = says so; 100 - score = false positives)",
+               "OneRuler 'none' cells"),
 }
 
 

@@ -1,0 +1,15 @@
+# Sourced by the experiment run scripts (after `cd` to the repository root): the longctx command, one
+# torch thread per job when asked, a log folder, and run_queue, which runs `job ARGS...` for every line of
+# its input, PARALLEL at a time (xargs -P; the scripts define and export `job`).
+#   LONGCTX (default: longctx)  PARALLEL (default 1)  TORCH_THREADS (torch threads per job)  LOGS (a temp dir)
+set -euo pipefail
+export LONGCTX=${LONGCTX:-longctx}
+export LOGS=${LOGS:-$(mktemp -d)}
+PARALLEL=${PARALLEL:-1}
+if [ -n "${TORCH_THREADS:-}" ]; then export OMP_NUM_THREADS=$TORCH_THREADS MKL_NUM_THREADS=$TORCH_THREADS; fi
+mkdir -p "$LOGS"
+
+run_queue() {
+  xargs -P "$PARALLEL" -L 1 bash -c 'job "$@"' _
+  echo "logs: $LOGS"
+}
