@@ -325,6 +325,23 @@ def test_heatmap_shows_trial_counts_and_marks_far_needles(tmp_path):
     assert "1 trial per cell" in paths[0].read_text()
 
 
+def test_many_runs_wrap_into_rows():
+    """Nine runs: three rows of at most four panels (the 9th alone), the depth label on each row's first."""
+    runs = [(f"t{i}", trials_records(run_id=f"run-{i}")) for i in range(9)]
+    fig = P.heatmap_figure(runs)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == [f"t{i}" for i in range(9)]
+    rows = sorted({round(ax.get_position().y0, 3) for ax in panels}, reverse=True)
+    assert len(rows) == 3
+    assert [sum(round(ax.get_position().y0, 3) == y for ax in panels) for y in rows] == [4, 4, 1]
+    assert [ax.get_ylabel() != "" for ax in panels] == [i % 4 == 0 for i in range(9)]
+    w, _ = fig.get_size_inches()
+    fig.clear()
+    one_row = P.heatmap_figure(runs, max_cols=9)
+    assert one_row.get_size_inches()[0] > 2 * w  # the old layout: one row, more than twice as wide
+    one_row.clear()
+
+
 def test_plot_cli_prints_intervals(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", trials_records())
     app, runner = _cli()

@@ -220,8 +220,9 @@ def _mean_text(mean) -> str:
     return "n/a" if mean is None else f"{mean:.1f}"
 
 
-def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = None):
-    """The NIAH heatmaps of ``(label, records)`` runs, side by side, as a matplotlib ``Figure``.
+def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = None, max_cols: int = 4):
+    """The NIAH heatmaps of ``(label, records)`` runs, side by side (in rows of ``max_cols`` panels), as a
+    matplotlib ``Figure``.
 
     Rows are needle depth (0% at the top), columns context length in model tokens; each cell
     shows its mean score (0-100) on one colour scale shared by all panels (one colour bar), and
@@ -250,14 +251,19 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     tick_size = max(7.5, min(10.5, cell_h * 72 / 1.45))
     widest = max(len(lab) for g in grids for lab in length_labels(g.lengths))
     rotate = widest * 0.62 * tick_size / 72 + 0.06 > cell_w  # would neighbouring x labels touch?
-    fig_w = max(5.5, n_runs * panel_w + 1.3)
-    fig_h = panel_h + 2.3 + (0.35 if rotate else 0.0)
+    n_cols = min(n_runs, max(1, max_cols))
+    n_rows = math.ceil(n_runs / n_cols)
+    fig_w = max(5.5, n_cols * panel_w + 1.3)
+    fig_h = n_rows * (panel_h + 1.0 + (0.35 if rotate else 0.0)) + 1.3
     fig = _new_figure(fig_w, fig_h)
     fig.get_layout_engine().set(w_pad=0.12, h_pad=0.1, wspace=0.06)
 
     cmap = score_cmap()
     norm = Normalize(vmin=0.0, vmax=100.0)
-    axes = fig.subplots(1, n_runs, squeeze=False)[0]
+    grid_axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for spare in grid_axes[n_runs:]:
+        spare.set_visible(False)
+    axes = grid_axes[:n_runs]
     mesh = None
     gap = 0.3  # white space between the heatmap and its average row, in cell units
     worst_offset = 0.0
@@ -307,11 +313,11 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
         for side in ax.spines.values():
             side.set_visible(False)
         ax.set_xlabel("Context length (model tokens)", fontsize=11)
-        if k == 0:
+        if k % n_cols == 0:
             ax.set_ylabel("Needle depth (% of context)", fontsize=11)
         ax.set_title(label if n_runs == 1 else f"{label}\noverall {_mean_text(rows[-1]['mean'])}", fontsize=12, pad=8)
 
-    cbar = fig.colorbar(mesh, ax=list(axes), fraction=0.9 / (n_runs * panel_w + 0.9), pad=0.02,
+    cbar = fig.colorbar(mesh, ax=list(axes), fraction=0.9 / (n_cols * panel_w + 0.9), pad=0.02,
                         aspect=max(12, 1.6 * n_dep))
     cbar.set_label("Score (%)", fontsize=10.5)
     cbar.set_ticks([0, 20, 40, 60, 80, 100])
@@ -340,10 +346,10 @@ def _save_figure(fig, out, formats) -> list[Path]:
 
 
 def plot_heatmaps(runs: list[tuple[str, list[dict]]], out: str | Path, *, title: str | None = None,
-                  formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+                  formats: Sequence[str] = ("png", "svg"), max_cols: int = 4) -> list[Path]:
     """Draws :func:`heatmap_figure` and saves it: ``out`` may carry an image suffix or none; one
     file per format is written. Returns the written paths."""
-    return _save_figure(heatmap_figure(runs, title=title), out, formats)
+    return _save_figure(heatmap_figure(runs, title=title, max_cols=max_cols), out, formats)
 
 
 def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = None):
