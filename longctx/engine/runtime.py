@@ -203,7 +203,8 @@ class LongCtxModel:
             cache: the request's cache (its ``length`` is where ``ids`` start).
             rope_base: the request's base (must be the same for every call on one cache).
             progress: called as ``progress(done, total)`` after each chunk (once, at the end, layer-wise).
-            chunk_size: override the model's chunk size (the mode still follows :meth:`prefill_plan`).
+            chunk_size: this chunk instead of :meth:`prefill_plan`'s (chunked, or layer-wise when
+                ``prefill_mode`` is ``layerwise``).
 
         Returns:
             float32 ``[vocab]`` logits of the last position.
@@ -216,8 +217,10 @@ class LongCtxModel:
         n = t.shape[0]
         if n == 0:
             raise ValueError("prefill needs at least one token")
-        mode, step = self.prefill_plan(n)
-        step = int(chunk_size or step)
+        if chunk_size:  # the caller's chunk: no memory planning (layer-wise only when asked for)
+            mode, step = ("layerwise" if self.prefill_mode == "layerwise" else "chunked"), int(chunk_size)
+        else:
+            mode, step = self.prefill_plan(n)
         if mode == "layerwise":
             out = self.net.prefill_layerwise(t, cache, rope_base, chunk=step)
             if progress is not None:
