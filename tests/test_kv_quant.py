@@ -86,12 +86,12 @@ def test_unknown_kv_dtype():
 def test_kv_dtype_through_load_options_and_records():
     from longctx.backends.native import NativeBackend
     from longctx.errors import ConfigError
-    from longctx.niah.runner import _kv_dtype
+    from longctx.niah.runner import _non_auto
 
     m = random_model("tiny", device="cpu", dtype="float32", kv_dtype="fp8")
     assert isinstance(m.new_cache(8), QuantizedKVCache) and m.new_cache(8).kind == "fp8"
     info = NativeBackend(m).model_info()
-    assert info["kv_dtype"] == "fp8" and _kv_dtype(info) == {"kv_dtype": "fp8"}
-    assert _kv_dtype({"kv_dtype": "auto"}) == {}  # full-precision runs keep their earlier config hash
+    assert info["kv_dtype"] == "fp8" and _non_auto(info, "kv_dtype") == {"kv_dtype": "fp8"}
+    assert _non_auto({"kv_dtype": "auto"}, "kv_dtype") == {}  # full-precision runs keep their earlier config hash
     with pytest.raises(ConfigError, match="unknown KV cache dtype 'int4'"):
         random_model("tiny", device="cpu", kv_dtype="int4")

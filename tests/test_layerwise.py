@@ -88,6 +88,16 @@ def test_prefill_plan_modes():
         random_model("tiny", device="cpu", prefill="bogus")
 
 
+def test_records_carry_a_non_default_prefill_mode():
+    from longctx.backends.native import NativeBackend
+    from longctx.niah.runner import _non_auto
+
+    info = NativeBackend(random_model("tiny", device="cpu", prefill="layerwise")).model_info()
+    assert info["prefill"] == "layerwise"
+    assert _non_auto(info, "kv_dtype", "prefill") == {"prefill": "layerwise"}  # recorded per cell
+    assert _non_auto(info, "kv_dtype") == {}  # the results' configuration (hash) is unchanged
+
+
 def test_layerwise_working_memory_formula():
     cfg = get_preset("internlm2-chat-7b")  # hidden 4096, 32 x 128 query heads, 8 KV heads, intermediate 14336
     c, t = 8192, 200_000

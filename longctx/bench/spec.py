@@ -103,10 +103,9 @@ class BenchOptions:
             raise ConfigError("--threads must be at least 1")
         if self.chunk is not None and self.chunk < 1:
             raise ConfigError("--chunk must be positive")
-        from longctx.engine.memory import PREFILL_MODES
+        from longctx.engine.memory import check_prefill_mode
 
-        if self.prefill not in PREFILL_MODES:
-            raise ConfigError(f"unknown --prefill {self.prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
+        check_prefill_mode(self.prefill, "--prefill")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError("--time-budget must be positive")
 

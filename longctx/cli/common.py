@@ -164,11 +164,10 @@ def check_plot_targets(plot: Path) -> None:
 
 
 def check_prefill(prefill: str) -> None:
-    """``--prefill`` must name a mode (checked before any model loads)."""
-    from longctx.engine.memory import PREFILL_MODES
+    """``--prefill`` must name a mode (checked before any model loads; torch is imported only here)."""
+    from longctx.engine.memory import check_prefill_mode
 
-    if prefill not in PREFILL_MODES:
-        raise CliError(f"unknown --prefill {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
+    check_prefill_mode(prefill, "--prefill")
 
 
 def load_from_cli(model: Optional[str], device: str, dtype: str, rope_scaling: Optional[str], attn: str = "auto",

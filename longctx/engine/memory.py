@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from longctx.engine.config import ModelConfig
+from longctx.errors import ConfigError
 from longctx.engine.kv_cache import KV_DTYPES
 
 #: Bytes of the float32 scale a quantized cache stores per (position, KV head) (see engine.kv_cache).
@@ -18,6 +19,14 @@ LAYERWISE_CHUNKS = (8192, 4096, 2048)
 #: ``--prefill`` modes: ``auto`` (on CUDA without a chunk size: one shot, else layer-wise, else chunked,
 #: whichever fits first; elsewhere chunked), ``chunked`` or ``layerwise`` (see engine.model).
 PREFILL_MODES = ("auto", "chunked", "layerwise")
+
+
+def check_prefill_mode(mode: str, name: str = "prefill mode") -> str:
+    """Returns ``mode`` when it is one of :data:`PREFILL_MODES`, else raises :class:`ConfigError` calling it
+    ``name`` (the CLI and the bench say ``--prefill``)."""
+    if mode not in PREFILL_MODES:
+        raise ConfigError(f"unknown {name} {mode!r}: expected one of {', '.join(PREFILL_MODES)}")
+    return mode
 
 
 def kv_cache_bytes(cfg: ModelConfig, context: int, *, dtype_bytes: int = 2, kv_dtype: str = "auto") -> int:

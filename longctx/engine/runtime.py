@@ -20,7 +20,7 @@ from longctx.engine.config import ConfigError, ModelConfig, check_sampling, get_
 from longctx.engine.generation import token_loop
 from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
-from longctx.engine.memory import HEADROOM, PREFILL_MODES, estimate_memory
+from longctx.engine.memory import HEADROOM, check_prefill_mode, estimate_memory
 from longctx.engine.model import Transformer
 from longctx.engine.rope import base_for
 
@@ -89,9 +89,7 @@ class LongCtxModel:
         # plain causal flash kernel (Tq == Tk) ran at 527 TFLOP/s on an H200 where lower-right
         # chunks ran at ~360 (docs/benchmarks.md); otherwise it is chunked to bound memory.
         self.one_shot_when_fits = chunk_size is None and device.type == "cuda"
-        if prefill not in PREFILL_MODES:
-            raise ConfigError(f"unknown prefill mode {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
-        self.prefill_mode = prefill
+        self.prefill_mode = check_prefill_mode(prefill)
         if self.chunk_size <= 0:
             raise ConfigError(f"chunk size must be positive, got {self.chunk_size}")
         if max_context is not None and int(max_context) <= 0:

@@ -55,7 +55,7 @@ def sweep_settings(backend: Backend, builder) -> dict[str, Any]:
         "tokenizer_fingerprint": info.get("tokenizer_fingerprint"),
         "rope_scaling": info.get("rope_scaling"),
         "dtype": info.get("dtype"),
-        **_kv_dtype(info),
+        **_non_auto(info, "kv_dtype"),  # the prefill mode changes no result beyond rounding: not hashed
         "task": task_d,
         "haystack_sha256": hs.corpus_sha256,
         "repeat_haystack": bool(getattr(builder, "repeat_ok", True)),
@@ -284,10 +284,10 @@ class Summary:
         return self.naive_tokens / self.prefilled_tokens if self.prefilled_tokens else None
 
 
-def _kv_dtype(info: dict) -> dict:
-    """``{"kv_dtype": ...}`` for a quantized KV cache, else nothing (earlier results keep their hash)."""
-    kv = info.get("kv_dtype")
-    return {"kv_dtype": kv} if kv not in (None, "auto") else {}
+def _non_auto(info: dict, *names: str) -> dict:
+    """``{name: value}`` for each of ``names`` the backend set to something other than ``auto`` (a quantized
+    KV cache, a prefill mode), else nothing: earlier results keep their hash and records."""
+    return {k: info[k] for k in names if info.get(k) not in (None, "auto")}
 
 
 def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
@@ -302,8 +302,7 @@ def _record(info: dict, hs, cell, res: GenResult, version: str) -> dict:
         "backend": info.get("backend"),
         "dtype": info.get("dtype"),
         "device": info.get("device"),
-        **_kv_dtype(info),
-        **({"prefill": info["prefill"]} if info.get("prefill") not in (None, "auto") else {}),
+        **_non_auto(info, "kv_dtype", "prefill"),
     }
     rec.update(cell.record())
     score, error = None, res.error
