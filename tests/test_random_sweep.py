@@ -2,14 +2,13 @@
 naive transformers loop over the same dumped prompts (longctx.bench.naive)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import torch
 
 from typer.testing import CliRunner
 
-from longctx.bench.naive import dumped_prompt_ids, transformers_loop
+from longctx.bench.naive import dumped_prompt_ids, random_weights_shape, transformers_loop
 from longctx.checkpoints.resolve import resolve
 from longctx.cli import app
 from longctx.engine.config import get_preset
@@ -27,7 +26,9 @@ def test_random_weights_sweep_and_naive_loop(tmp_path):
     tok = resolve(None).load_tokenizer()
     prompts = dumped_prompt_ids(dump, tok)
     assert sorted(len(ids) for _, ids in prompts) == sorted(x["length"] for x in recs)
-    cfg = dataclasses.replace(get_preset("tiny"), vocab_size=tok.vocab_size)  # as --random-weights grows tiny's
+    cfg = random_weights_shape("tiny", tok)  # the shape the sweep ran: tiny's vocabulary grown to the tokenizer's
+    assert cfg.vocab_size == tok.vocab_size > get_preset("tiny").vocab_size
+    assert random_weights_shape("internlm2-chat-7b", tok) == get_preset("internlm2-chat-7b")
     seen = []
     res = transformers_loop(cfg, [ids for _, ids in prompts], 2, device="cpu", dtype=torch.float32,
                             on_prompt=lambda i, n, s: seen.append((i, n)))

@@ -26,9 +26,8 @@ def step_log(msg: str) -> None:
 def run(budget: float) -> None:
     import torch
 
-    from longctx.bench.naive import dumped_prompt_ids, transformers_loop
+    from longctx.bench.naive import dumped_prompt_ids, random_weights_shape, transformers_loop
     from longctx.checkpoints.resolve import resolve
-    from longctx.engine.config import get_preset
 
     t_start = time.time()
     preset = "tiny" if DRY else "internlm2-chat-7b"
@@ -52,8 +51,7 @@ def run(budget: float) -> None:
         by_len = {}
         for r in recs:
             by_len.setdefault(r["length"], []).append(r)
-        cfg = get_preset(preset)
-        cfg.vocab_size = max(cfg.vocab_size, tok.vocab_size)  # as --random-weights does (tiny only)
+        cfg = random_weights_shape(preset, tok)  # the shape the engine's sweep ran
         dev = "cuda" if torch.cuda.is_available() and not DRY else "cpu"
         r = transformers_loop(cfg, [ids for _, ids in prompts], new, device=dev,
                               dtype=torch.bfloat16 if dev == "cuda" else torch.float32,

@@ -7,6 +7,7 @@ Random weights of the engine model's shape (``bench.spec.llama_config``): for ti
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -14,7 +15,14 @@ from typing import Callable, Optional
 import torch
 
 from longctx.bench.spec import llama_config
-from longctx.engine.config import ModelConfig
+from longctx.engine.config import ModelConfig, get_preset
+
+
+def random_weights_shape(preset: str, tokenizer) -> ModelConfig:
+    """The shape ``needle --random-weights PRESET`` builds: the preset's, its vocabulary grown to the
+    tokenizer's where it is smaller (only ``tiny``), so every token id has an embedding row."""
+    cfg = get_preset(preset)
+    return cfg if cfg.vocab_size >= tokenizer.vocab_size else dataclasses.replace(cfg, vocab_size=tokenizer.vocab_size)
 
 
 def dumped_prompt_ids(folder: str | Path, tokenizer) -> list[tuple[str, list[int]]]:

@@ -101,18 +101,17 @@ def _config_and_tokenizer(model: Optional[str], random_weights: Optional[str] = 
     """The model's configuration and tokenizer without its weights (to plan before loading). With
     ``random_weights`` (a preset name): that preset's shape and the default model's tokenizer, the vocabulary
     grown to the tokenizer's where the preset's is smaller (only ``tiny``)."""
-    import dataclasses
-
     from longctx.checkpoints.resolve import resolve  # torch: only when the command runs
-    from longctx.engine.config import get_preset
 
     spec = resolve(model)
-    cfg = spec.config if random_weights is None else get_preset(random_weights)  # a bad config.json first
+    cfg = spec.config  # a bad config.json is reported before a missing tokenizer
     tok = spec.load_tokenizer()
     if tok is None:
         raise CliError(f"the model {model} has no tokenizer")
-    if random_weights is not None and cfg.vocab_size < tok.vocab_size:
-        cfg = dataclasses.replace(cfg, vocab_size=tok.vocab_size)
+    if random_weights is not None:
+        from longctx.bench.naive import random_weights_shape
+
+        cfg = random_weights_shape(random_weights, tok)
     return cfg, tok
 
 
