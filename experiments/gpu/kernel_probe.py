@@ -1,23 +1,14 @@
 """Kernel-level GPU checks of ``run_all.py`` (each called in its own step process): the attention paths
 for a chunk of queries after a long cached prefix, and the attention-output error of int8 / fp8 KV caches.
 
-``OUT`` (results folder) and ``DRY`` (CPU dry run, small shapes) come from the environment exactly as in
-``run_all.py``; ``step_log`` prints (the orchestrator captures stdout).
+``OUT``, ``DRY`` and ``step_log``: ``gpu_env``.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
-OUT = Path(os.environ.get("OUT") or "./gpu-out").resolve()
-DRY = os.environ.get("LONGCTX_GPU_DRYRUN", "") not in ("", "0")
-GIB = 2 ** 30
-
-
-def step_log(msg: str) -> None:
-    print(msg, flush=True)
+from gpu_env import DRY, GIB, OUT, step_log
 
 
 def _attn_flops(tq: int, tk: int, h: int, d: int) -> float:

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from longctx.bench.measure import module_bytes
 from longctx.engine.attention import ATTENTION_BACKENDS
 from longctx.engine.config import ModelConfig, get_preset
 from longctx.engine.runtime import random_model
@@ -42,7 +43,7 @@ def probe(cfg: ModelConfig | str, length: int, *, kv_dtype: str, layers: int = 2
                      kv_dtype=kv_dtype, prefill="layerwise")
     net = m.net
     attn_fn = ATTENTION_BACKENDS[net.attn_name]
-    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    weights = module_bytes(net)
     gen = torch.Generator(device=dev).manual_seed(seed)
     ids = torch.randint(0, cfg.vocab_size, (length,), device=dev, generator=gen)  # [T]
 

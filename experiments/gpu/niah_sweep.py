@@ -8,19 +8,11 @@ engine's recorded time on those same cells.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-OUT = Path(os.environ.get("OUT") or "./gpu-out").resolve()
-DRY = os.environ.get("LONGCTX_GPU_DRYRUN", "") not in ("", "0")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def step_log(msg: str) -> None:
-    print(msg, flush=True)
+from gpu_env import DRY, OUT, ROOT, step_log
 
 
 def run(budget: float) -> None:

@@ -28,12 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-OUT = Path(os.environ.get("OUT") or "./gpu-out").resolve()
-DRY = os.environ.get("LONGCTX_GPU_DRYRUN", "") not in ("", "0")
+from gpu_env import DRY, GB, GIB, OUT, ROOT, step_log  # this folder is sys.path[0]: run_all.py runs as a script
+
 DEADLINE = float(os.environ.get("LONGCTX_GPU_DEADLINE", "150" if DRY else "540"))
-GB = 1e9
-GIB = 2 ** 30
 MEM_LIMIT_BYTES = 44 * GB  # issue 15: "<= 44 GB peak" at 200K (checked in 10^9 bytes; GiB shown too)
 TARGET_200K_S = 22.0  # issue 15: 7B shape, bf16, dynamic x2, 200K tokens in <= 22 s at <= 44 GB peak
 
@@ -80,11 +77,6 @@ def log(msg: str) -> None:
         sys.stdout.flush()
         with open(OUT / "log.txt", "a", encoding="utf-8") as f:
             f.write(msg + "\n")
-
-
-def step_log(msg: str) -> None:
-    """Inside a step subprocess: plain prints (the orchestrator captures and logs them)."""
-    print(msg, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +139,6 @@ def step_pytest() -> None:
 
 def step_probe() -> None:
     """Kernel paths for one chunk of 8192 queries after a ~192K prefix (7B head shape), vs eager on small shapes."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import kernel_probe
 
     kernel_probe.step_probe()
@@ -155,7 +146,6 @@ def step_probe() -> None:
 
 def step_kvquant() -> None:
     """Attention-output error of int8 / fp8 KV caches against the bf16 cache at 200K keys (7B head shape)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import kernel_probe
 
     kernel_probe.step_kvquant()
@@ -207,7 +197,6 @@ def step_layerwise() -> None:
 
 
 def _layer_probe(name: str, kinds: tuple[str, ...], **kw) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from layer_probe import CHAT_1M_SCALING, probe
 
     res = []
@@ -237,7 +226,6 @@ def step_probe20b() -> None:
 def step_niah7b() -> None:
     """NIAH sweep on the 7B shape (random weights, --max-len 200000 default grid) vs a naive transformers loop
     over the same prompts (experiments/gpu/niah_sweep.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import niah_sweep
 
     niah_sweep.run(_budget_arg())
