@@ -106,8 +106,8 @@ class PrefillPlan:
 
 
 def plan_prefill(cfg: ModelConfig, context: int, *, free_bytes: int, dtype_bytes: int = 2, kv_dtype: str = "auto",
-                 attn: str = "sdpa", weights_loaded: bool = False, headroom: float = HEADROOM,
-                 layerwise: bool = True) -> PrefillPlan:
+                 attn: str = "sdpa", weights_loaded: bool = False, kv_allocated: bool = False,
+                 headroom: float = HEADROOM, layerwise: bool = True, chunks: tuple[int, ...] | None = None) -> PrefillPlan:
     """Picks one shot when it fits ``headroom`` x the free memory, else layer-wise with the largest chunk of
     :data:`LAYERWISE_CHUNKS` that fits, else the largest chunk of :data:`CHUNKS` that fits, for a request of
     ``context`` tokens. Layer-wise comes before chunked because it runs the same kernels as one shot
@@ -121,8 +121,11 @@ def plan_prefill(cfg: ModelConfig, context: int, *, free_bytes: int, dtype_bytes
         kv_dtype: KV cache storage (``auto``, ``int8``, ``fp8``).
         attn: attention backend (``eager`` needs a score matrix per chunk).
         weights_loaded: ``free_bytes`` was measured with the weights already on the device (so they are not
-            charged again). The KV cache is always charged.
+            charged again).
+        kv_allocated: ``free_bytes`` was measured with the request's KV cache allocated (not charged again).
         layerwise: consider layer-wise plans.
+        chunks: the chunk sizes to try, largest first, for both layer-wise and chunked plans (default:
+            :data:`LAYERWISE_CHUNKS` and :data:`CHUNKS`); the last one is the plan when nothing fits.
     """
     def est(chunk: int, mode: str = "chunked") -> dict[str, int]:
         return estimate_memory(cfg, context, dtype_bytes=dtype_bytes, chunk=chunk, attn=attn, kv_dtype=kv_dtype,
@@ -130,16 +133,16 @@ def plan_prefill(cfg: ModelConfig, context: int, *, free_bytes: int, dtype_bytes
 
     budget = headroom * free_bytes
     fixed = est(context)
-    charged = fixed["kv_cache"] + (0 if weights_loaded else fixed["weights"])
+    charged = (0 if kv_allocated else fixed["kv_cache"]) + (0 if weights_loaded else fixed["weights"])
     candidates = [("one-shot", context)]
     if layerwise:
-        candidates += [("layerwise", c) for c in LAYERWISE_CHUNKS if c < context]
-    candidates += [("chunked", c) for c in CHUNKS if c < context]
+        candidates += [("layerwise", c) for c in (chunks or LAYERWISE_CHUNKS) if c < context]
+    candidates += [("chunked", c) for c in (chunks or CHUNKS) if c < context]
     for mode, chunk in candidates:
         e = est(chunk, "chunked" if mode == "one-shot" else mode)
         if charged + e["working"] <= budget:
             return PrefillPlan(mode, chunk, e["weights"], e["kv_cache"], e["working"], int(free_bytes), True)
-    c = min(CHUNKS[-1], context)
+    c = min((chunks or CHUNKS)[-1], context)
     e = est(c)
     return PrefillPlan("chunked" if c < context else "one-shot", c, e["weights"], e["kv_cache"], e["working"],
                        int(free_bytes), False)

@@ -20,7 +20,7 @@ from longctx.engine.config import ConfigError, ModelConfig, check_sampling, get_
 from longctx.engine.generation import token_loop
 from longctx.engine.results import Generation, GenerationStats
 from longctx.engine.kv_cache import KVCache
-from longctx.engine.memory import HEADROOM, check_prefill_mode, estimate_memory
+from longctx.engine.memory import check_prefill_mode, plan_prefill
 from longctx.engine.model import Transformer
 from longctx.engine.rope import base_for
 
@@ -147,9 +147,9 @@ class LongCtxModel:
         n_tokens``). ``layerwise``: :meth:`Transformer.prefill_layerwise` with projections and MLP in
         chunks of ``chunk``. ``prefill_mode`` ``chunked`` / ``layerwise`` give that mode with
         ``self.chunk_size``. ``auto`` gives chunked, except on CUDA with no chunk size configured: there
-        the whole prefill runs in one shot when its estimated working memory
-        (:func:`longctx.engine.memory.estimate_memory`) takes at most 85% of the free device memory
-        (measured after the KV cache is allocated), else layer-wise when that fits, else chunked.
+        :func:`longctx.engine.memory.plan_prefill` decides with ``self.chunk_size`` as the only chunk: one shot
+        when its estimated working memory takes at most 85% of the free device memory (measured after the
+        weights and the KV cache are allocated), else layer-wise when that fits, else chunked.
 
         Args:
             n_tokens: tokens to prefill.
@@ -161,17 +161,10 @@ class LongCtxModel:
             return "chunked", self.chunk_size
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
-        dtype_bytes = torch.finfo(self.dtype).bits // 8
-
-        def working(chunk: int, mode: str) -> int:
-            return estimate_memory(self.config, n_tokens, dtype_bytes=dtype_bytes, chunk=chunk, attn=self.attn,
-                                   kv_dtype=self.net.kv_dtype, mode=mode)["working"]
-
-        if working(n_tokens, "chunked") <= HEADROOM * free_bytes:
-            return "chunked", n_tokens  # one shot
-        if working(self.chunk_size, "layerwise") <= HEADROOM * free_bytes:
-            return "layerwise", self.chunk_size
-        return "chunked", self.chunk_size
+        plan = plan_prefill(self.config, n_tokens, free_bytes=free_bytes, dtype_bytes=torch.finfo(self.dtype).bits // 8,
+                            kv_dtype=self.net.kv_dtype, attn=self.attn, weights_loaded=True, kv_allocated=True,
+                            chunks=(self.chunk_size,))
+        return ("chunked", n_tokens) if plan.mode == "one-shot" else (plan.mode, plan.chunk)
 
     # -- forward passes ----------------------------------------------------------------------
     @torch.inference_mode()
