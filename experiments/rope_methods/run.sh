@@ -52,11 +52,9 @@ queue | run_queue
 [ -n "${NO_FIGURES:-}" ] && exit 0
 
 # Loss vs position on a text the sweeps never used.
-"$LONGCTX" ppl web_bible --max-len 32K --bucket 2K --out "$OUT/ppl_web_bible.jsonl" --plot plots/rope_methods_ppl.png \
+"$LONGCTX" ppl web_bible --max-len 32K --bucket 2K --out "$OUT/ppl_web_bible.jsonl" \
+    --plot experiments/rope_methods/figures/ppl_web_bible.png \
     --rope-scaling none --rope-scaling linear:4 --rope-scaling dynamic:4 --rope-scaling yarn:4 --max-context 32768
 
-for task in single multikey; do
-  "$LONGCTX" plot "$OUT/${task}_none.jsonl" "$OUT/${task}_linear4.jsonl" "$OUT/${task}_dynamic4.jsonl" \
-      "$OUT/${task}_yarn4.jsonl" -o "plots/rope_methods_${task}.png" --group-by rope_scaling \
-      --title "RoPE methods past the 8K window, task $task (SmolLM2-135M-Instruct, 5 trials per cell)"
-done
+# The README's tables (scores with Wilson intervals, paired McNemar comparisons) and the figures.
+"$PYTHON" experiments/rope_methods/summarize.py
