@@ -265,6 +265,9 @@ class ResultsFile:
         force: on a configuration mismatch, move the old files aside and start fresh.
         warn: called with a one-line message for repairs (default:
             ``warnings.warn(..., ResultsWarning)``).
+        log_run: append this run (``info`` and the start time) to the config file's ``runs`` history
+            on opening; with False the caller does it with :meth:`log_run` once it knows the run has
+            cells to compute, so a resumed run that finds everything done leaves the history as it is.
 
     Raises:
         ConfigMismatchError: the file holds another configuration's results and not ``force``.
@@ -273,7 +276,7 @@ class ResultsFile:
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict, *, info: Optional[dict] = None,
-                 force: bool = False, warn: Optional[Warn] = None) -> None:
+                 force: bool = False, warn: Optional[Warn] = None, log_run: bool = True) -> None:
         self.path = Path(path)
         self.config_file = config_path(self.path)
         self.settings = json.loads(_canonical(settings))
@@ -286,6 +289,7 @@ class ResultsFile:
         self.backups: list[Path] = []
         self.repaired_bytes = 0
         self._fh = None
+        self._log_on_open = log_run
         if self.path.is_dir():
             raise ValueError(f"results path is a directory: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -392,11 +396,12 @@ class ResultsFile:
         _fsync_dir(self.path.parent)
         self._warn(f"moved the previous results aside: {', '.join(str(b) for b in self.backups)}")
 
-    def _write_config(self, stored: Optional[dict]) -> None:
+    def _write_config(self, stored: Optional[dict], *, log_run: Optional[bool] = None) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         same = bool(stored) and stored.get("config_hash") == self.config_hash
         runs = list(stored.get("runs") or []) if same else []
-        runs.append({"started": now, **self.info})
+        if self._log_on_open if log_run is None else log_run:
+            runs.append({"started": now, **self.info})
         write_json_atomic(self.config_file, {
             "format": "longctx-niah-results/1",
             "results": self.path.name,
@@ -406,6 +411,10 @@ class ResultsFile:
             "created": stored.get("created", now) if same else now,
             "runs": runs[-50:],
         })
+
+    def log_run(self) -> None:
+        """Appends this run to the config file's ``runs`` history (see the ``log_run`` argument)."""
+        self._write_config(self._stored_config(), log_run=True)
 
     def write_summary(self) -> Path:
         """(Re)writes ``<results>.summary.json`` from the records (:func:`summarize`); returns its path.

@@ -379,7 +379,7 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
     run_info.setdefault("cells", len(cells))
     run_info.setdefault("backend", model_info)
     check_results_file(out_path)  # never append to (or "repair") a file that is not a results file
-    results = ResultsFile(out_path, settings, info=run_info, force=force, warn=warn)
+    results = ResultsFile(out_path, settings, info=run_info, force=force, warn=warn, log_run=False)
     try:
         summary = Summary(results_path=Path(out_path), run_id=results.run_id, cells_total=len(cells),
                           build_s=build_s, backups=list(results.backups))
@@ -404,6 +404,8 @@ def run_sweep(backend: Backend, builder, cells: Sequence, out_path: str | os.Pat
             warn(f"{stale} finished cell(s) in {out_path} were built from a different prompt than this version "
                  f"builds; they are kept (use another --out to redo them)")
         del built, existing
+        if todo:  # the config's run history lists runs that computed something, not every resume
+            results.log_run()
 
         requests = [GenRequest(c.ids, c.answer_budget, c) for c in todo]
         plan = backend.schedule(requests)

@@ -257,9 +257,13 @@ def test_resume_skips_done_cells(tmp_path, tok, austen):
     recs = _lines(out)
     keys = [(r["target_length"], r["target_depth"], r["trial"]) for r in recs]
     assert len(keys) == len(set(keys)) == 6
+    runs_before = json.loads(config_path(out).read_text())["runs"]
+    assert [r["cells"] for r in runs_before] == [3, 6]  # the two runs that computed cells
     backend = FakeBackend(tok)
     s = run_sweep(backend, b, make_grid([200, 300], [0, 50, 100]), out)
     assert s.done == 0 and s.skipped == 6 and backend.calls == [] and s.overall == 100.0
+    # a resume with nothing left to compute leaves the run history as it was
+    assert json.loads(config_path(out).read_text())["runs"] == runs_before
 
 
 def test_killed_and_rerun_sweep_loses_and_duplicates_nothing(tmp_path, tok, austen):
