@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RoPE scaling methods side by side on the default model (SmolLM2-135M-Instruct, trained window 8,192 tokens):
 # none / linear x4 / dynamic NTK x4 / YaRN x4 from 1K to 32K tokens, and x2 of dynamic and YaRN up to 16K;
-# NIAH single + multikey, 5 trials per cell; then loss-vs-position curves on a held-out text (web_bible).
+# NIAH single + multikey, 5 trials per cell; loss-vs-position curves to 32K on a held-out text (web_bible);
+# then summarize.py (README tables, paired comparisons, figures).
 #
 #   experiments/rope_methods/run.sh                              # resumable: finished cells are skipped
 #   PARALLEL=2 TORCH_THREADS=1 experiments/rope_methods/run.sh   # two runs side by side, one thread each
@@ -19,11 +20,25 @@ export OUT=experiments/rope_methods/results
 LENGTHS=${LENGTHS:-"1K 2K 4K 8K 16K 32K"}
 mkdir -p "$OUT"
 
-job() {  # job LENGTH SETTING TASK
-  local L=$1 s=$2 task=$3 rope
-  # setting name -> --rope-scaling value (none runs past the window with --max-context: positions extrapolated)
-  case $s in none) rope=none ;; linear4) rope=linear:4 ;; dynamic4) rope=dynamic:4 ;; yarn4) rope=yarn:4 ;;
-             dynamic2) rope=dynamic:2 ;; yarn2) rope=yarn:2 ;; esac
+rope_value() {  # setting name -> --rope-scaling value ("none" runs past the window: positions extrapolated)
+  case $1 in none) echo none ;; linear4) echo linear:4 ;; dynamic4) echo dynamic:4 ;; yarn4) echo yarn:4 ;;
+             dynamic2) echo dynamic:2 ;; yarn2) echo yarn:2 ;; esac
+}
+export -f rope_value
+
+job() {  # job LENGTH SETTING TASK | job ppl SETTING
+  local L=$1 s=$2 task=${3:-} rope
+  rope=$(rope_value "$s")
+  if [[ "$L" == ppl ]]; then  # one file per setting, written whole (tmp + mv): a finished one is skipped
+    local f="$OUT/ppl_web_bible_${s}.jsonl"
+    [ -s "$f" ] && return 0
+    echo "$(date -u +%FT%TZ) start ppl $s"
+    rm -f "$f.tmp"
+    "$LONGCTX" ppl web_bible --max-len 32K --bucket 2K --rope-scaling "$rope" --max-context 32768 \
+        --out "$f.tmp" > "$LOGS/ppl_${s}.log" 2>&1 && mv "$f.tmp" "$f"
+    echo "$(date -u +%FT%TZ) done ppl $s"
+    return 0
+  fi
   echo "$(date -u +%FT%TZ) start $L $s $task"
   "$LONGCTX" needle --task "$task" --lengths "$L" --rope-scaling "$rope" --max-context 32768 \
       --depths 10,50,90 --trials 5 --haystack austen --answer-budget 48 --seed 0 --no-plot --no-report --yes \
@@ -35,9 +50,14 @@ export -f job
 # Dynamic NTK keeps the trained base while prompt + answer budget fit the 8,192-token window
 # (rope.base_for), so its cells at 1K-8K equal "none" response for response (60 of 60 at 1K-2K). Those
 # at 4K and 8K go to the end of the queue: a partial run reaches the lengths where the methods differ first.
+# The perplexity curves (one 32K pass per setting, the methods past the window) run before the 8K cells.
 queue() {
-  local deferred=()
+  local deferred=() ppl_done=
   for L in $LENGTHS; do
+    if [[ -z "$ppl_done" && ( "$L" == 8K || "$L" == 16K || "$L" == 32K ) ]]; then
+      for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done
+      ppl_done=1
+    fi
     for s in none linear4 dynamic4 yarn4 dynamic2 yarn2; do
       if [[ "$L" == 32K && ( "$s" == dynamic2 || "$s" == yarn2 ) ]]; then continue; fi  # x2 covers 16K
       for task in single multikey; do
@@ -46,15 +66,12 @@ queue() {
       done
     done
   done
+  if [[ -z "$ppl_done" ]]; then for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done; fi
   for j in "${deferred[@]}"; do echo "$j"; done
 }
 queue | run_queue
 [ -n "${NO_FIGURES:-}" ] && exit 0
 
-# Loss vs position on a text the sweeps never used.
-"$LONGCTX" ppl web_bible --max-len 32K --bucket 2K --out "$OUT/ppl_web_bible.jsonl" \
-    --plot experiments/rope_methods/figures/ppl_web_bible.png \
-    --rope-scaling none --rope-scaling linear:4 --rope-scaling dynamic:4 --rope-scaling yarn:4 --max-context 32768
-
-# The README's tables (scores with Wilson intervals, paired McNemar comparisons) and the figures.
-"$PYTHON" experiments/rope_methods/summarize.py
+# The README's tables (scores with Wilson intervals, paired McNemar comparisons) and the figures,
+# the loss-vs-position chart of the ppl files included.
+"$PYTHON" experiments/rope_methods/summarize.py --readme

@@ -1,0 +1,44 @@
+"""The committed experiments' README tables are what their summarize scripts compute from the committed
+results (a table edited by hand, or results changed without the README, fails here)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    path = ROOT / "experiments" / name / "summarize.py"
+    spec = importlib.util.spec_from_file_location(f"summarize_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _readme_tables(name: str) -> str:
+    return (ROOT / "experiments" / name / "README.md").read_text(encoding="utf-8")
+
+
+def test_task_suite_readme_table_matches_results():
+    ts = _module("task_suite")
+    data = {(t, lang): ts.load(t, lang) for t in ts.TASKS for lang in ts.LANGS}
+    lengths = sorted({int(r["target_length"]) for recs in data.values() for r in recs})
+    assert lengths == [1000, 2000, 4000, 8000]
+    table = "\n".join(ts.table(data, lengths))
+    assert table in _readme_tables("task_suite")
+    # every (task, language) has 10 scored trials per length: 2 depths x 5 trials
+    assert all(len(recs) == 40 for recs in data.values())
+
+
+def test_rope_methods_readme_tables_match_results():
+    rm = _module("rope_methods")
+    data = {(t, s): rm.load(t, s) for t in rm.TASKS for s in rm.SETTINGS}
+    lengths = sorted({int(r["target_length"]) for recs in data.values() for r in recs})
+    if not lengths:
+        pytest.fail("no committed rope_methods results")
+    readme = _readme_tables("rope_methods")
+    block = readme.split(rm.BEGIN, 1)[1].split(rm.END, 1)[0]
+    assert block.strip() == rm.tables_markdown(data, lengths, rm.ppl_records()).strip()
