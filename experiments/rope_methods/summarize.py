@@ -21,11 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a clone without installing
 
-from longctx.errors import ResultsError  # noqa: E402
+from experiments.summary_common import fmt_score, load_partial  # noqa: E402
 from longctx.niah.compare import pair_scores  # noqa: E402
 from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps  # noqa: E402
-from longctx.niah.results import load_results  # noqa: E402
-from longctx.niah.stats import paired_rows, summary_table  # noqa: E402
+from longctx.niah.stats import format_tokens, paired_rows, summary_table  # noqa: E402
 from longctx.ppl.plot import plot_loss_vs_position, read_ppl_records  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -34,44 +33,32 @@ TASKS = ("single", "multikey")
 # file suffix -> label (the --rope-scaling value run.sh passes)
 SETTINGS = {"none": "none", "linear4": "linear:4", "dynamic4": "dynamic:4", "yarn4": "yarn:4",
             "dynamic2": "dynamic:2", "yarn2": "yarn:2"}
-# (A, B) pairs the README discusses: B - A per length
 WINDOW = 8192  # SmolLM2-135M-Instruct's max_position_embeddings
 SPAN = 8000  # ppl table: mean NLL per span of this many positions
+# (A, B) pairs the README discusses: B - A per length
 PAIRS = [("linear4", "yarn4"), ("none", "dynamic4"), ("none", "yarn4"), ("dynamic4", "yarn4"),
          ("dynamic4", "dynamic2"), ("yarn4", "yarn2")]
 
 
 def load(task: str, setting: str) -> list[dict]:
-    path = RESULTS / f"{task}_{setting}.jsonl"
-    try:
-        return load_results(path) if path.exists() else []
-    except ResultsError:  # a run that has not written its first cell yet
-        return []
-
-
-def label(n: int | str) -> str:
-    return n if isinstance(n, str) else (f"{n // 1000}K" if n % 1000 == 0 else str(n))
+    return load_partial(RESULTS / f"{task}_{setting}.jsonl")
 
 
 def score_table(task: str, data: dict, lengths: list[int]) -> list[str]:
-    head = f"| {task} | " + " | ".join(map(label, lengths)) + " | n per cell |"
+    head = f"| {task} | " + " | ".join(map(format_tokens, lengths)) + " | n per cell |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for s, name in SETTINGS.items():
         if not data[task, s]:
             continue
         rows = {r["target_length"]: r for r in summary_table(data[task, s])}
-        cells = []
-        for n in lengths:
-            r = rows.get(n)
-            cells.append("–" if r is None or r["mean"] is None
-                         else f"{r['mean']:.0f} ({r['ci_low']:.0f}–{r['ci_high']:.0f})")
+        cells = [fmt_score(rows.get(n)) for n in lengths]
         ns = sorted({rows[n]["n"] for n in lengths if n in rows})
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {','.join(map(str, ns))} |")
     return lines
 
 
 def pair_table(data: dict, lengths: list[int]) -> list[str]:
-    head = "| task | B vs A | " + " | ".join(map(label, lengths)) + " | all |"
+    head = "| task | B vs A | " + " | ".join(map(format_tokens, lengths)) + " | all |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for task in TASKS:
         for a, b in PAIRS:
@@ -110,7 +97,7 @@ def ppl_table(records: list[dict]) -> list[str]:
     """Mean NLL per SPAN of positions (token-weighted over the buckets starting in it), and perplexity."""
     n_tok = max(int(r["tokens"]) for r in records)
     spans = list(range(0, n_tok, SPAN))
-    head = ("| setting | RoPE base | " + " | ".join(f"NLL {label(a)}–{label(min(a + SPAN, n_tok))}" for a in spans)
+    head = ("| setting | RoPE base | " + " | ".join(f"NLL {format_tokens(a)}–{format_tokens(min(a + SPAN, n_tok))}" for a in spans)
             + " | NLL all | perplexity |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for rec in records:

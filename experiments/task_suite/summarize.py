@@ -19,10 +19,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a clone without installing
 
-from longctx.errors import ResultsError  # noqa: E402
+from experiments.summary_common import fmt_score, load_partial  # noqa: E402
 from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps, score_cmap  # noqa: E402
-from longctx.niah.results import load_results  # noqa: E402
-from longctx.niah.stats import summary_table  # noqa: E402
+from longctx.niah.stats import format_tokens, summary_table  # noqa: E402
 
 RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
@@ -43,21 +42,11 @@ TASKS = {
 
 
 def load(task: str, lang: str) -> list[dict]:
-    path = RESULTS / f"{task}_{lang}.jsonl"
-    try:
-        return load_results(path) if path.exists() else []
-    except ResultsError:  # a run that has not written its first cell yet
-        return []
-
-
-def fmt(row: dict | None) -> str:
-    if row is None or row["mean"] is None:
-        return "–"
-    return f"{row['mean']:.0f} ({row['ci_low']:.0f}–{row['ci_high']:.0f})"
+    return load_partial(RESULTS / f"{task}_{lang}.jsonl")
 
 
 def table(data: dict, lengths: list[int]) -> list[str]:
-    labels = [summary_row_label(n) for n in lengths]
+    labels = [format_tokens(n) for n in lengths]
     head = "| task | asks | counterpart | lang | " + " | ".join(labels) + " | all | n per length |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for task, (asks, counterpart) in TASKS.items():
@@ -67,14 +56,10 @@ def table(data: dict, lengths: list[int]) -> list[str]:
                 continue
             rows = {r["target_length"]: r for r in summary_table(recs)}
             ns = sorted({rows[n]["n"] for n in lengths if n in rows})
-            cells = [fmt(rows.get(n)) for n in lengths]
+            cells = [fmt_score(rows.get(n)) for n in lengths]
             lines.append(f"| {task} | {asks} | {counterpart} | {lang} | " + " | ".join(cells)
-                         + f" | {fmt(rows.get('all'))} | {','.join(map(str, ns))} |")
+                         + f" | {fmt_score(rows.get('all'))} | {','.join(map(str, ns))} |")
     return lines
-
-
-def summary_row_label(n: int) -> str:
-    return f"{n // 1000}K" if n % 1000 == 0 else str(n)
 
 
 def summary_figure(data: dict, lengths: list[int], out: Path) -> list[Path]:
@@ -103,7 +88,7 @@ def summary_figure(data: dict, lengths: list[int], out: Path) -> list[Path]:
     for i in range(len(tasks)):
         for j in range(len(cols)):
             ax.text(j, i, text[i][j] or "–", ha="center", va="center", fontsize=7.5)
-    ax.set_xticks(range(len(cols)), [f"{lang.upper()} {summary_row_label(n)}" for lang, n in cols], fontsize=8)
+    ax.set_xticks(range(len(cols)), [f"{lang.upper()} {format_tokens(n)}" for lang, n in cols], fontsize=8)
     ax.set_yticks(range(len(tasks)), tasks, fontsize=9)
     ax.axvline(len(lengths) - 0.5, color="black", linewidth=1.5)
     ax.set_xlabel("haystack language, context length (model tokens)")
