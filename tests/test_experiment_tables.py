@@ -42,3 +42,15 @@ def test_rope_methods_readme_tables_match_results():
     readme = _readme_tables("rope_methods")
     block = readme.split(rm.BEGIN, 1)[1].split(rm.END, 1)[0]
     assert block.strip() == rm.tables_markdown(data, lengths, rm.ppl_records()).strip()
+
+
+def test_rope_methods_results_are_in_the_plan():
+    """Every committed cell is one run.sh queues (`run.sh --plan`), so `n/r` in the tables means "never run"."""
+    rm = _module("rope_methods")
+    plan = rm.planned()
+    assert ("single", "yarn4", 32000) in plan and ("multikey", "dynamic2", 16000) in plan
+    assert ("single", "linear4", 16000) not in plan and ("single", "none", 32000) not in plan
+    for task in rm.TASKS:
+        for s in rm.SETTINGS:
+            lengths = {int(r["target_length"]) for r in rm.load(task, s)}
+            assert {(task, s, n) for n in lengths} <= plan, (task, s)

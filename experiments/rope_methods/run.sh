@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # RoPE scaling methods side by side on the default model (SmolLM2-135M-Instruct, trained window 8,192 tokens):
-# none / linear x4 / dynamic NTK x4 / YaRN x4 from 1K to 32K tokens, and x2 of dynamic and YaRN up to 16K;
+# none / linear x4 / dynamic NTK x4 / YaRN x4 from 1K to 32K tokens (see queue for the cells not run), and
+# x2 of dynamic and YaRN up to 16K;
 # NIAH single + multikey, 5 trials per cell; loss-vs-position curves to 32K on a held-out text (web_bible);
 # then summarize.py (README tables, paired comparisons, figures).
 #
 #   experiments/rope_methods/run.sh                              # resumable: finished cells are skipped
 #   PARALLEL=2 TORCH_THREADS=1 experiments/rope_methods/run.sh   # two runs side by side, one thread each
+#   experiments/rope_methods/run.sh --plan                       # print the jobs ("16K yarn4 single"), run none
 #
 # Jobs are one (length, setting, task) each, short lengths first for every setting, so a partial run
 # already compares the methods on the lengths it reached. The jobs of one file are at least 3 apart in
@@ -15,10 +17,7 @@
 # LONGCTX, PARALLEL, TORCH_THREADS, LOGS: see experiments/common.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source experiments/common.sh
-export OUT=experiments/rope_methods/results
 LENGTHS=${LENGTHS:-"1K 2K 4K 8K 16K 32K"}
-mkdir -p "$OUT"
 
 rope_value() {  # setting name -> --rope-scaling value ("none" runs past the window: positions extrapolated)
   case $1 in none) echo none ;; linear4) echo linear:4 ;; dynamic4) echo dynamic:4 ;; yarn4) echo yarn:4 ;;
@@ -48,27 +47,39 @@ job() {  # job LENGTH SETTING TASK | job ppl SETTING
 export -f job
 
 # Dynamic NTK keeps the trained base while prompt + answer budget fit the 8,192-token window
-# (rope.base_for), so its cells at 1K-8K equal "none" response for response (60 of 60 at 1K-2K). Those
-# at 4K and 8K go to the end of the queue: a partial run reaches the lengths where the methods differ first.
-# The perplexity curves (one 32K pass per setting, the methods past the window) run before the 8K cells.
+# (rope.base_for), so its cells at 1K-4K equal "none" response for response (60 of 60 at 1K-2K); at 8K the
+# answer budget takes it just past the window. Its 4K and 8K cells go after 16K (8K) and to the end (4K):
+# a partial run reaches the lengths where the methods differ first. At 16K the x2 settings cover the
+# length exactly, so the single task runs first for every setting. Not run: linear x4 past 8K (0 of 120
+# cells at 1K-8K, loss flat at 4.3-4.5 nats to 32K: more cells would only confirm it) and, at 32K, none
+# (loss 8.3 nats at 24-32K, near the 10.8 of a uniform guess) and the x2 settings (the window they reach is
+# 16K). The perplexity curves (one 32K pass per setting) run before the 8K cells.
 queue() {
-  local deferred=() ppl_done=
+  local deferred8=() deferred4=() ppl_done=
   for L in $LENGTHS; do
     if [[ -z "$ppl_done" && ( "$L" == 8K || "$L" == 16K || "$L" == 32K ) ]]; then
       for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done
       ppl_done=1
     fi
-    for s in none linear4 dynamic4 yarn4 dynamic2 yarn2; do
-      if [[ "$L" == 32K && ( "$s" == dynamic2 || "$s" == yarn2 ) ]]; then continue; fi  # x2 covers 16K
-      for task in single multikey; do
-        if [[ "$s" == dynamic* && ( "$L" == 4K || "$L" == 8K ) ]]; then deferred+=("$L $s $task"); continue; fi
+    if [[ "$L" == 32K ]]; then for j in "${deferred8[@]}"; do echo "$j"; done; deferred8=(); fi
+    for task in single multikey; do
+      for s in none linear4 yarn4 yarn2 dynamic4 dynamic2; do
+        [[ "$s" == linear4 && ( "$L" == 16K || "$L" == 32K ) ]] && continue
+        [[ "$L" == 32K && ( "$s" == none || "$s" == dynamic2 || "$s" == yarn2 ) ]] && continue
+        if [[ "$s" == dynamic* && "$L" == 4K ]]; then deferred4+=("$L $s $task"); continue; fi
+        if [[ "$s" == dynamic* && "$L" == 8K ]]; then deferred8+=("$L $s $task"); continue; fi
         echo "$L $s $task"
       done
     done
   done
   if [[ -z "$ppl_done" ]]; then for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done; fi
-  for j in "${deferred[@]}"; do echo "$j"; done
+  for j in "${deferred8[@]}" "${deferred4[@]}"; do echo "$j"; done
 }
+if [[ "${1:-}" == --plan ]]; then queue; exit 0; fi  # the jobs, one per line (summarize.py reads the plan)
+
+source experiments/common.sh
+export OUT=experiments/rope_methods/results
+mkdir -p "$OUT"
 queue | run_queue
 [ -n "${NO_FIGURES:-}" ] && exit 0
 

@@ -15,6 +15,7 @@ Writes, under experiments/rope_methods/figures/:
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from longctx.niah.compare import pair_scores  # noqa: E402
 from longctx.niah.plot import plot_accuracy_vs_length, plot_heatmaps  # noqa: E402
 from longctx.niah.stats import format_tokens, paired_rows, summary_table  # noqa: E402
 from longctx.ppl.plot import plot_loss_vs_position, read_ppl_records  # noqa: E402
+from longctx.units import parse_size  # noqa: E402
 
 RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
@@ -40,24 +42,34 @@ PAIRS = [("linear4", "yarn4"), ("none", "dynamic4"), ("none", "yarn4"), ("dynami
          ("dynamic4", "dynamic2"), ("yarn4", "yarn2")]
 
 
+NOT_PLANNED = "n/r"  # a cell run.sh does not queue (its comment says why)
+
+
+def planned() -> set[tuple[str, str, int]]:
+    """(task, setting, length) of every NIAH job ``run.sh --plan`` lists: the plan has one copy, in run.sh."""
+    out = subprocess.run(["bash", str(HERE / "run.sh"), "--plan"], capture_output=True, text=True, check=True)
+    jobs = (line.split() for line in out.stdout.splitlines())
+    return {(task, s, parse_size(length)) for length, s, *rest in jobs if length != "ppl" for task in rest}
+
+
 def load(task: str, setting: str) -> list[dict]:
     return load_partial(RESULTS / f"{task}_{setting}.jsonl")
 
 
-def score_table(task: str, data: dict, lengths: list[int]) -> list[str]:
+def score_table(task: str, data: dict, lengths: list[int], plan: set) -> list[str]:
     head = f"| {task} | " + " | ".join(map(format_tokens, lengths)) + " | n per cell |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for s, name in SETTINGS.items():
         if not data[task, s]:
             continue
         rows = {r["target_length"]: r for r in summary_table(data[task, s])}
-        cells = [fmt_score(rows.get(n)) for n in lengths]
+        cells = [fmt_score(rows.get(n)) if n in rows or (task, s, n) in plan else NOT_PLANNED for n in lengths]
         ns = sorted({rows[n]["n"] for n in lengths if n in rows})
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {','.join(map(str, ns))} |")
     return lines
 
 
-def pair_table(data: dict, lengths: list[int]) -> list[str]:
+def pair_table(data: dict, lengths: list[int], plan: set) -> list[str]:
     head = "| task | B vs A | " + " | ".join(map(format_tokens, lengths)) + " | all |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for task in TASKS:
@@ -71,7 +83,9 @@ def pair_table(data: dict, lengths: list[int]) -> list[str]:
             cells = []
             for n in [*lengths, "all"]:
                 r = rows.get(n)
-                if r is None:
+                if r is None and n != "all" and {(task, a, n), (task, b, n)} - plan:
+                    cells.append(NOT_PLANNED)
+                elif r is None:
                     cells.append("–")
                 elif r.discordant == (0, 0):
                     cells.append("= (no discordant pair)")
@@ -117,18 +131,19 @@ def ppl_table(records: list[dict]) -> list[str]:
 BEGIN, END = "<!-- summarize.py: begin -->", "<!-- summarize.py: end -->"
 
 
-def tables_markdown(data: dict, lengths: list[int], ppl: list[dict]) -> str:
+def tables_markdown(data: dict, lengths: list[int], ppl: list[dict], plan: set | None = None) -> str:
     """The README's generated block: score tables, paired comparisons, the perplexity table."""
+    plan = planned() if plan is None else plan
     parts = ["### NIAH score per setting and length", "",
              "Score = mean x 100 over the cell's scored trials (3 depths x 5 trials = 15 per length), 95 % Wilson "
-             "interval in brackets; `–`: not run yet.", ""]
+             "interval in brackets; `–`: not run yet; `n/r`: not in the plan (run.sh's queue says why).", ""]
     for task in TASKS:
-        parts += score_table(task, data, lengths) + [""]
+        parts += score_table(task, data, lengths, plan) + [""]
     parts += ["### Paired comparisons", "",
               "Same cells on both sides (task, length, depth, trial, seed): B − A in points, exact McNemar p, and "
               "the discordant pairs (A right / B wrong, A wrong / B right); `=`: every pair agrees "
               "(`longctx compare results/A.jsonl results/B.jsonl` prints the same per file pair).", ""]
-    parts += pair_table(data, lengths) + [""]
+    parts += pair_table(data, lengths, plan) + [""]
     if ppl:
         parts += ["### Loss by position to 32K (web_bible, never used by the sweeps)", "",
                   f"Mean negative log-likelihood per token over {max(int(r['tokens']) for r in ppl):,} tokens, "
