@@ -50,7 +50,8 @@ export -f job
 # (rope.base_for), so its cells at 1K-4K equal "none" response for response (60 of 60 at 1K-2K); at 8K the
 # answer budget takes it just past the window. Its 4K and 8K cells go after 16K (8K) and to the end (4K):
 # a partial run reaches the lengths where the methods differ first. At 16K the x2 settings cover the
-# length exactly, so the single task runs first for every setting. Not run: linear x4 past 8K (0 of 120
+# length exactly, so the single task runs first for every setting, dynamic x2 and x4 before YaRN x2 (the
+# x2-vs-x4 question was first asked of dynamic NTK). Not run: linear x4 past 8K (0 of 120
 # cells at 1K-8K, loss flat at 4.3-4.5 nats to 32K: more cells would only confirm it) and, at 32K, none
 # (loss 8.3 nats at 24-32K, near the 10.8 of a uniform guess) and the x2 settings (the window they reach is
 # 16K). The perplexity curves (one 32K pass per setting) run before the 8K cells.
@@ -63,7 +64,7 @@ queue() {
     fi
     if [[ "$L" == 32K ]]; then for j in "${deferred8[@]}"; do echo "$j"; done; deferred8=(); fi
     for task in single multikey; do
-      for s in none linear4 yarn4 yarn2 dynamic4 dynamic2; do
+      for s in none linear4 yarn4 dynamic4 dynamic2 yarn2; do
         [[ "$s" == linear4 && ( "$L" == 16K || "$L" == 32K ) ]] && continue
         [[ "$L" == 32K && ( "$s" == none || "$s" == dynamic2 || "$s" == yarn2 ) ]] && continue
         if [[ "$s" == dynamic* && "$L" == 4K ]]; then deferred4+=("$L $s $task"); continue; fi
