@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
+from longctx.bench.spec import llama_config
 from longctx.checkpoints.keys import internlm2_to_llama
 from longctx.engine.config import parse_rope_scaling
 from longctx.engine.rope import base_for
@@ -37,11 +38,8 @@ def main(prompt_path: str, rope: str) -> None:
     print(f"engine: {time.perf_counter() - t:.0f} s", flush=True)
     rs = parse_rope_scaling(rope)
     params = {"rope_type": "default"} if rs is None else {"rope_type": rs.type, "factor": rs.factor}
-    cfg = LlamaConfig(hidden_size=c.hidden_size, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
-                      intermediate_size=c.intermediate_size, num_hidden_layers=c.num_layers, vocab_size=c.vocab_size,
-                      max_position_embeddings=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps,
-                      tie_word_embeddings=c.tie_word_embeddings, rope_parameters=dict(params, rope_theta=c.rope_theta),
-                      attn_implementation="sdpa")
+    cfg = llama_config(c)  # the same shape as the engine's (sdpa), default RoPE ...
+    cfg.rope_parameters = dict(params, rope_theta=c.rope_theta)  # ... then this setting's, in transformers 5's spelling
     ref = LlamaForCausalLM(cfg).eval()
     ref.load_state_dict(dict(internlm2_to_llama(m.net.state_dict().items(), c)), strict=True)
     tok = m.tokenizer

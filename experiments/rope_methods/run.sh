@@ -46,22 +46,21 @@ job() {  # job LENGTH SETTING TASK | job ppl SETTING
 }
 export -f job
 
-# Dynamic NTK keeps the trained base while prompt + answer budget fit the 8,192-token window
-# (rope.base_for), so its cells at 1K-4K equal "none" response for response (60 of 60 at 1K-2K); at 8K the
-# answer budget takes it just past the window. Its 4K and 8K cells go after 16K (8K) and to the end (4K):
+# Dynamic NTK keeps the trained base while the prompt fits the 8,192-token window (the sweep's base is
+# rope.base_for(prompt length)), so its cells at 1K-8K (at most 8,000 tokens) equal "none" response for
+# response (60 of 60 at 1K-2K). Its 4K and 8K cells go after 16K (8K) and to the end (4K):
 # a partial run reaches the lengths where the methods differ first. At 16K the x2 settings cover the
 # length exactly, so the single task runs first for every setting, dynamic x2 and x4 before YaRN x2 (the
 # x2-vs-x4 question was first asked of dynamic NTK). Not run: linear x4 past 8K (0 of 120
 # cells at 1K-8K, loss flat at 4.3-4.5 nats to 32K: more cells would only confirm it) and, at 32K, none
 # (loss 8.3 nats at 24-32K, near the 10.8 of a uniform guess) and the x2 settings (the window they reach is
 # 16K). The perplexity curves (one 32K pass per setting) run before the 8K cells.
+ppl_jobs() { for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done; }
+
 queue() {
   local deferred8=() deferred4=() ppl_done=
   for L in $LENGTHS; do
-    if [[ -z "$ppl_done" && ( "$L" == 8K || "$L" == 16K || "$L" == 32K ) ]]; then
-      for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done
-      ppl_done=1
-    fi
+    if [[ -z "$ppl_done" && ( "$L" == 8K || "$L" == 16K || "$L" == 32K ) ]]; then ppl_jobs; ppl_done=1; fi
     if [[ "$L" == 32K ]]; then for j in "${deferred8[@]}"; do echo "$j"; done; deferred8=(); fi
     for task in single multikey; do
       for s in none linear4 yarn4 dynamic4 dynamic2 yarn2; do
@@ -73,7 +72,7 @@ queue() {
       done
     done
   done
-  if [[ -z "$ppl_done" ]]; then for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done; fi
+  if [[ -z "$ppl_done" ]]; then ppl_jobs; fi
   for j in "${deferred8[@]}" "${deferred4[@]}"; do echo "$j"; done
 }
 if [[ "${1:-}" == --plan ]]; then queue; exit 0; fi  # the jobs, one per line (summarize.py reads the plan)
