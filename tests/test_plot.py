@@ -175,6 +175,31 @@ def test_heatmaps_and_length_chart_are_written(tmp_path):
     _assert_images(paths, out_dir, "cmp_by_length")
 
 
+def test_length_chart_breaks_lines_at_gaps_and_compares_shared_lengths():
+    """A run without 2K/4K must not draw a line from 1K to 8K, and the legend's means must be over
+    the lengths both runs have (here 1K and 8K), named in the subtitle."""
+    full = [rec(n, d, s, run_id="full") for n, s in ((1000, 1.0), (2000, 1.0), (4000, 0.0), (8000, 0.0))
+            for d in (0.0, 100.0)]
+    gappy = [rec(n, d, s, run_id="gappy") for n, s in ((1000, 0.0), (8000, 1.0)) for d in (0.0, 100.0)]
+    fig = P.length_figure([("full", full), ("gappy", gappy)])
+    ax = fig.axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: (data line, caps, bars)
+    assert sorted(lines) == ["full (shared lengths 50.0)", "gappy (shared lengths 50.0)"]
+    y = np.asarray(lines["gappy (shared lengths 50.0)"].get_ydata(), dtype=float)
+    assert np.isnan(y[1]) and np.isnan(y[2]) and y[0] == 0.0 and y[3] == 100.0  # 2K and 4K: gaps
+    np.testing.assert_array_equal(lines["full (shared lengths 50.0)"].get_ydata(), [100.0, 100.0, 0.0, 0.0])
+    assert "legend means over 1K, 8K" in fig._suptitle.get_text()
+    # the same lengths for every run: the plain overall mean and no note
+    fig = P.length_figure([("full", full), ("again", [dict(r, run_id="again") for r in full])])
+    labels = sorted(c.get_label() for c in fig.axes[0].containers)
+    assert labels == ["again (overall 50.0)", "full (overall 50.0)"]
+    assert "legend means" not in fig._suptitle.get_text()
+    # no length in common: no mean in the legend at all
+    fig = P.length_figure([("a", full[:2]), ("b", gappy[2:])])
+    labels = sorted(c.get_label() for c in fig.axes[0].containers)
+    assert labels == ["a", "b"] and "no length every run has" in fig._suptitle.get_text()
+
+
 def test_plot_rejects_empty_input(tmp_path):
     with pytest.raises(ValueError):
         P.plot_heatmaps([], tmp_path / "x.png")

@@ -358,32 +358,41 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
     One line per ``(label, records)`` run with each length's 95% Wilson interval as an error bar
     (see :func:`longctx.niah.stats.summary_table`), runs shifted a little sideways so that equal
     bars stay visible; the x axis is log-scaled in model tokens with
-    the grid's lengths as ticks. Lengths without any valid record leave a gap.
+    the grid's lengths as ticks. A length a run has no score at (not run, or no valid record)
+    breaks its line there instead of being bridged. The legend's mean per run is over the
+    lengths every run has a score at, so that the runs' means compare like with like; when the runs'
+    length sets differ, the subtitle names those lengths.
     """
     from matplotlib.ticker import FixedLocator, NullLocator
 
     runs = _check_runs(runs)
     fig = _new_figure(8.0, 4.8)
     ax = fig.add_subplot()
-    all_lengths: set[int] = set()
     colours = ["#3366CC", "#E8772E", "#2CA58D", "#C23B80", "#7A5CC4", "#8C6D31", "#5F6B7A"]
     markers = ["o", "s", "D", "^", "v", "P", "X"]
     nan = float("nan")
-    for k, (label, recs) in enumerate(runs):
-        rows = summary_table(recs)
-        per_len = rows[:-1]
-        lengths = [r["target_length"] for r in per_len]
-        means = np.array([nan if r["mean"] is None else r["mean"] for r in per_len])
-        lo = np.array([nan if r["ci_low"] is None else r["ci_low"] for r in per_len])
-        hi = np.array([nan if r["ci_high"] is None else r["ci_high"] for r in per_len])
-        all_lengths.update(lengths)
-        overall = rows[-1]["mean"]
-        tag = "" if overall is None else f" (overall {overall:.1f})"
+    tables = [summary_table(recs) for _, recs in runs]
+    scored = [{r["target_length"] for r in rows[:-1] if r["mean"] is not None} for rows in tables]
+    all_lengths = sorted({r["target_length"] for rows in tables for r in rows[:-1]})
+    shared = set.intersection(*scored)
+    same_lengths = all(s == scored[0] for s in scored)
+    for k, ((label, recs), rows) in enumerate(zip(runs, tables)):
+        by_len = {r["target_length"]: r for r in rows[:-1]}
+
+        def column(key):  # one value per length of any run; NaN where this run has none (a gap)
+            return np.array([nan if by_len.get(n, {}).get(key) is None else by_len[n][key] for n in all_lengths])
+
+        means, lo, hi = column("mean"), column("ci_low"), column("ci_high")
+        if same_lengths:
+            overall = rows[-1]["mean"]
+        else:  # the mean over the shared lengths only (None if there are none)
+            overall = summary_table(r for r in recs if int(r["target_length"]) in shared)[-1]["mean"] if shared else None
+        tag = "" if overall is None else f" ({'overall' if same_lengths else 'shared lengths'} {overall:.1f})"
         dodge = 10 ** (0.012 * (k - (len(runs) - 1) / 2))  # side by side, so equal bars stay visible
-        ax.errorbar(np.array(lengths) * dodge, means, yerr=np.clip(np.nan_to_num(np.vstack([means - lo, hi - means])), 0.0, None),
+        ax.errorbar(np.array(all_lengths) * dodge, means, yerr=np.clip(np.nan_to_num(np.vstack([means - lo, hi - means])), 0.0, None),
                     marker=markers[k % len(markers)], color=colours[k % len(colours)], linewidth=2.0,
                     markersize=6.5, capsize=4, elinewidth=1.2, label=f"{label}{tag}")
-    ticks = sorted(all_lengths)
+    ticks = all_lengths
     ax.set_xscale("log")
     if len(ticks) > 1:
         pad = (ticks[-1] / ticks[0]) ** 0.04
@@ -410,6 +419,8 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
             f"task: {_describe(r.get('task') for r in all_recs)}",
             _trials_note([score_grid(recs) for _, recs in runs])[0],
             "error bars: 95% Wilson interval"]
+    if not same_lengths:
+        meta.append("legend means over " + (", ".join(length_labels(sorted(shared))) if shared else "no length every run has"))
     fig.suptitle(_title_text(heading, meta, 8.0, 12.5), fontsize=12.5)
     return fig
 
