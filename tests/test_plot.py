@@ -188,7 +188,7 @@ def test_length_chart_breaks_lines_at_gaps_and_compares_shared_lengths():
     y = np.asarray(lines["gappy (shared lengths 50.0)"].get_ydata(), dtype=float)
     assert np.isnan(y[1]) and np.isnan(y[2]) and y[0] == 0.0 and y[3] == 100.0  # 2K and 4K: gaps
     np.testing.assert_array_equal(lines["full (shared lengths 50.0)"].get_ydata(), [100.0, 100.0, 0.0, 0.0])
-    assert "legend means over 1K, 8K" in fig._suptitle.get_text()
+    assert "legend means over 1K, 8K (the lengths every run has)" in fig._suptitle.get_text()
     # the same lengths for every run: the plain overall mean and no note
     fig = P.length_figure([("full", full), ("again", [dict(r, run_id="again") for r in full])])
     labels = sorted(c.get_label() for c in fig.axes[0].containers)
@@ -197,7 +197,26 @@ def test_length_chart_breaks_lines_at_gaps_and_compares_shared_lengths():
     # no length in common: no mean in the legend at all
     fig = P.length_figure([("a", full[:2]), ("b", gappy[2:])])
     labels = sorted(c.get_label() for c in fig.axes[0].containers)
-    assert labels == ["a", "b"] and "no length every run has" in fig._suptitle.get_text()
+    assert labels == ["a", "b"] and "legend means: no length every run has" in fig._suptitle.get_text()
+
+
+def test_heatmap_panels_share_columns_when_runs_differ_in_lengths():
+    """Panels side by side line up length by length: a run without 2K/4K gets missing columns there
+    (not its 8K column drawn under the other's 2K), and panel means are over the shared lengths."""
+    full = [rec(n, d, s, run_id="full") for n, s in ((1000, 1.0), (2000, 1.0), (4000, 0.0), (8000, 0.0))
+            for d in (0.0, 100.0)]
+    gappy = [rec(n, d, s, run_id="gappy") for n, s in ((1000, 0.0), (8000, 1.0)) for d in (0.0, 100.0)]
+    fig = P.heatmap_figure([("full", full), ("gappy", gappy)])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["full\nshared lengths 50.0", "gappy\nshared lengths 50.0"]
+    for ax in panels:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1K", "2K", "4K", "8K"]
+    texts = [(round(t.get_position()[0], 1), t.get_text()) for t in panels[1].texts]
+    assert (3.5, "100") in texts and (1.5, "–") in texts and (2.5, "–") in texts  # 8K in the 8K column
+    assert "panel means over 1K, 8K (the lengths every run has)" in fig._suptitle.get_text()
+    fig = P.heatmap_figure([("full", full), ("again", [dict(r, run_id="again") for r in full])])
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["full\noverall 50.0", "again\noverall 50.0"]
+    assert "panel means" not in fig._suptitle.get_text()
 
 
 def test_plot_rejects_empty_input(tmp_path):

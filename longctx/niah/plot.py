@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longctx.niah.stats import DEPTH_TOLERANCE, format_tokens, score_grid, summary_table
+from longctx.niah.stats import DEPTH_TOLERANCE, ScoreGrid, format_tokens, score_grid, summary_table
 
 __all__ = ["PALETTE", "run_label", "rope_label", "heatmap_figure", "plot_heatmaps", "length_figure",
            "plot_accuracy_vs_length"]
@@ -220,6 +220,42 @@ def _mean_text(mean) -> str:
     return "n/a" if mean is None else f"{mean:.1f}"
 
 
+def _aligned_grids(grids: list[ScoreGrid]) -> list[ScoreGrid]:
+    """The grids on the union of their lengths and depths, so that panels side by side line up
+    column by column; a cell a run lacks is NaN (drawn as missing) with n = 0."""
+    lengths = sorted({n for g in grids for n in g.lengths})
+    depths = sorted({d for g in grids for d in g.depths})
+    out = []
+    for g in grids:
+        rows = [depths.index(d) for d in g.depths]
+        cols = [lengths.index(n) for n in g.lengths]
+        shape = (len(depths), len(lengths))
+        mean, n, offset = np.full(shape, np.nan), np.zeros(shape, dtype=np.int64), np.full(shape, np.nan)
+        for src, dst in ((g.mean, mean), (g.n, n), (g.depth_offset, offset)):
+            dst[np.ix_(rows, cols)] = src
+        out.append(ScoreGrid(lengths, depths, mean, n, offset))
+    return out
+
+
+def _panel_means(runs, tables) -> tuple[list[float | None], set[int] | None]:
+    """Each run's mean score for its legend or panel title, and the lengths it is over: None when
+    every run has scores at the same lengths (each run's overall mean), else the set of lengths every
+    run has a score at (the means over those only; None for every run if the set is empty)."""
+    scored = [{r["target_length"] for r in rows[:-1] if r["mean"] is not None} for rows in tables]
+    if all(s == scored[0] for s in scored):
+        return [rows[-1]["mean"] for rows in tables], None
+    shared = set.intersection(*scored)
+    if not shared:
+        return [None] * len(runs), shared
+    return [summary_table(r for r in recs if int(r["target_length"]) in shared)[-1]["mean"] for _, recs in runs], shared
+
+
+def _shared_note(shared: set[int], what: str) -> str:
+    if not shared:
+        return f"{what} means: no length every run has"
+    return f"{what} means over {', '.join(length_labels(sorted(shared)))} (the lengths every run has)"
+
+
 def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = None, max_cols: int = 4):
     """The NIAH heatmaps of ``(label, records)`` runs, side by side (in rows of ``max_cols`` panels), as a
     matplotlib ``Figure``.
@@ -229,14 +265,17 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     its trial count when cells differ in it (the title says the count otherwise). Missing cells
     (no valid record) are grey, hatched and marked "–"; a cell whose needle sits more than
     ``DEPTH_TOLERANCE`` points from the requested depth carries :data:`DEPTH_MARK` (explained in
-    the title). Under each heatmap an "avg" row gives the per-length mean over depths.
+    the title). Under each heatmap an "avg" row gives the per-length mean over depths. Panels share
+    one set of columns and rows (the union of the runs' lengths and depths), so a length one run lacks
+    shows as missing cells there; panel means are as in :func:`length_figure`'s legend.
     """
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
     runs = _check_runs(runs)
-    grids = [score_grid(recs) for _, recs in runs]
+    grids = _aligned_grids([score_grid(recs) for _, recs in runs])
     tables = [summary_table(recs) for _, recs in runs]
+    means, shared = _panel_means(runs, tables)
     n_len = max(len(g.lengths) for g in grids)
     n_dep = max(len(g.depths) for g in grids)
     n_runs = len(runs)
@@ -270,7 +309,8 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
 
     for k, (ax, (label, recs), g, rows) in enumerate(zip(axes, runs, grids, tables)):
         nl, nd = len(g.lengths), len(g.depths)
-        avg = np.array([np.nan if r["mean"] is None else r["mean"] for r in rows[:-1]])
+        by_len = {r["target_length"]: r["mean"] for r in rows[:-1]}
+        avg = np.array([np.nan if by_len.get(n) is None else by_len[n] for n in g.lengths])
         offsets = g.depth_offset * _depth_scale(g.depths)
         x_edges = np.arange(nl + 1)
         mesh = ax.pcolormesh(x_edges, np.arange(nd + 1), np.ma.masked_invalid(g.mean), cmap=cmap,
@@ -315,7 +355,8 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
         ax.set_xlabel("Context length (model tokens)", fontsize=11)
         if k % n_cols == 0:
             ax.set_ylabel("Needle depth (% of context)", fontsize=11)
-        ax.set_title(label if n_runs == 1 else f"{label}\noverall {_mean_text(rows[-1]['mean'])}", fontsize=12, pad=8)
+        ax.set_title(label if n_runs == 1 else f"{label}\n{'overall' if shared is None else 'shared lengths'} "
+                     f"{_mean_text(means[k])}", fontsize=12, pad=8)
 
     cbar = fig.colorbar(mesh, ax=list(axes), fraction=0.9 / (n_cols * panel_w + 0.9), pad=0.02,
                         aspect=max(12, 1.6 * n_dep))
@@ -332,6 +373,8 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
             f"task: {_describe(r.get('task') for r in all_recs)}",
             f"tokenizer: {_describe(_field_text(r.get('tokenizer')) for r in all_recs if r.get('tokenizer'))}",
             trials_note]
+    if shared is not None:
+        meta.append(_shared_note(shared, "panel"))
     if worst_offset:
         meta.append(f"{DEPTH_MARK} needle >{DEPTH_TOLERANCE:g} pts from requested depth (max {worst_offset:.1f})")
     fig.suptitle(_title_text(heading, meta, fig_w, 13.0), fontsize=13.0)
@@ -372,10 +415,8 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
     markers = ["o", "s", "D", "^", "v", "P", "X"]
     nan = float("nan")
     tables = [summary_table(recs) for _, recs in runs]
-    scored = [{r["target_length"] for r in rows[:-1] if r["mean"] is not None} for rows in tables]
     all_lengths = sorted({r["target_length"] for rows in tables for r in rows[:-1]})
-    shared = set.intersection(*scored)
-    same_lengths = all(s == scored[0] for s in scored)
+    overall_means, shared = _panel_means(runs, tables)
     for k, ((label, recs), rows) in enumerate(zip(runs, tables)):
         by_len = {r["target_length"]: r for r in rows[:-1]}
 
@@ -383,11 +424,8 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
             return np.array([nan if by_len.get(n, {}).get(key) is None else by_len[n][key] for n in all_lengths])
 
         means, lo, hi = column("mean"), column("ci_low"), column("ci_high")
-        if same_lengths:
-            overall = rows[-1]["mean"]
-        else:  # the mean over the shared lengths only (None if there are none)
-            overall = summary_table(r for r in recs if int(r["target_length"]) in shared)[-1]["mean"] if shared else None
-        tag = "" if overall is None else f" ({'overall' if same_lengths else 'shared lengths'} {overall:.1f})"
+        overall = overall_means[k]
+        tag = "" if overall is None else f" ({'overall' if shared is None else 'shared lengths'} {overall:.1f})"
         dodge = 10 ** (0.012 * (k - (len(runs) - 1) / 2))  # side by side, so equal bars stay visible
         ax.errorbar(np.array(all_lengths) * dodge, means, yerr=np.clip(np.nan_to_num(np.vstack([means - lo, hi - means])), 0.0, None),
                     marker=markers[k % len(markers)], color=colours[k % len(colours)], linewidth=2.0,
@@ -419,8 +457,8 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
             f"task: {_describe(r.get('task') for r in all_recs)}",
             _trials_note([score_grid(recs) for _, recs in runs])[0],
             "error bars: 95% Wilson interval"]
-    if not same_lengths:
-        meta.append("legend means over " + (", ".join(length_labels(sorted(shared))) if shared else "no length every run has"))
+    if shared is not None:
+        meta.append(_shared_note(shared, "legend"))
     fig.suptitle(_title_text(heading, meta, 8.0, 12.5), fontsize=12.5)
     return fig
 
