@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longctx.niah.stats import DEPTH_TOLERANCE, ScoreGrid, format_tokens, score_grid, summary_table
+from longctx.niah.stats import DEPTH_TOLERANCE, format_tokens, score_grid, summary_table
 
 __all__ = ["PALETTE", "run_label", "rope_label", "heatmap_figure", "plot_heatmaps", "length_figure",
            "plot_accuracy_vs_length"]
@@ -220,21 +220,10 @@ def _mean_text(mean) -> str:
     return "n/a" if mean is None else f"{mean:.1f}"
 
 
-def _aligned_grids(grids: list[ScoreGrid]) -> list[ScoreGrid]:
-    """The grids on the union of their lengths and depths, so that panels side by side line up
-    column by column; a cell a run lacks is NaN (drawn as missing) with n = 0."""
-    lengths = sorted({n for g in grids for n in g.lengths})
-    depths = sorted({d for g in grids for d in g.depths})
-    out = []
-    for g in grids:
-        rows = [depths.index(d) for d in g.depths]
-        cols = [lengths.index(n) for n in g.lengths]
-        shape = (len(depths), len(lengths))
-        mean, n, offset = np.full(shape, np.nan), np.zeros(shape, dtype=np.int64), np.full(shape, np.nan)
-        for src, dst in ((g.mean, mean), (g.n, n), (g.depth_offset, offset)):
-            dst[np.ix_(rows, cols)] = src
-        out.append(ScoreGrid(lengths, depths, mean, n, offset))
-    return out
+def _per_length(rows: list[dict], lengths: Sequence[int], key: str) -> np.ndarray:
+    """``key`` of :func:`summary_table` rows at each of ``lengths``; NaN where the run has none."""
+    by_len = {r["target_length"]: r[key] for r in rows[:-1]}
+    return np.array([np.nan if by_len.get(n) is None else by_len[n] for n in lengths], dtype=float)
 
 
 def _panel_means(runs, tables) -> tuple[list[float | None], set[int] | None]:
@@ -273,7 +262,9 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     from matplotlib.patches import Rectangle
 
     runs = _check_runs(runs)
-    grids = _aligned_grids([score_grid(recs) for _, recs in runs])
+    every = [r for _, recs in runs for r in recs]  # one layout for all panels: the union of the cells
+    grids = [score_grid(recs, lengths={int(r["target_length"]) for r in every},
+                        depths={float(r["target_depth"]) for r in every}) for _, recs in runs]
     tables = [summary_table(recs) for _, recs in runs]
     means, shared = _panel_means(runs, tables)
     n_len = max(len(g.lengths) for g in grids)
@@ -309,8 +300,7 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
 
     for k, (ax, (label, recs), g, rows) in enumerate(zip(axes, runs, grids, tables)):
         nl, nd = len(g.lengths), len(g.depths)
-        by_len = {r["target_length"]: r["mean"] for r in rows[:-1]}
-        avg = np.array([np.nan if by_len.get(n) is None else by_len[n] for n in g.lengths])
+        avg = _per_length(rows, g.lengths, "mean")
         offsets = g.depth_offset * _depth_scale(g.depths)
         x_edges = np.arange(nl + 1)
         mesh = ax.pcolormesh(x_edges, np.arange(nd + 1), np.ma.masked_invalid(g.mean), cmap=cmap,
@@ -413,17 +403,12 @@ def length_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
     ax = fig.add_subplot()
     colours = ["#3366CC", "#E8772E", "#2CA58D", "#C23B80", "#7A5CC4", "#8C6D31", "#5F6B7A"]
     markers = ["o", "s", "D", "^", "v", "P", "X"]
-    nan = float("nan")
     tables = [summary_table(recs) for _, recs in runs]
     all_lengths = sorted({r["target_length"] for rows in tables for r in rows[:-1]})
     overall_means, shared = _panel_means(runs, tables)
     for k, ((label, recs), rows) in enumerate(zip(runs, tables)):
-        by_len = {r["target_length"]: r for r in rows[:-1]}
-
-        def column(key):  # one value per length of any run; NaN where this run has none (a gap)
-            return np.array([nan if by_len.get(n, {}).get(key) is None else by_len[n][key] for n in all_lengths])
-
-        means, lo, hi = column("mean"), column("ci_low"), column("ci_high")
+        # one value per length of any run; NaN where this run has none (a gap in its line)
+        means, lo, hi = (_per_length(rows, all_lengths, key) for key in ("mean", "ci_low", "ci_high"))
         overall = overall_means[k]
         tag = "" if overall is None else f" ({'overall' if shared is None else 'shared lengths'} {overall:.1f})"
         dodge = 10 ** (0.012 * (k - (len(runs) - 1) / 2))  # side by side, so equal bars stay visible

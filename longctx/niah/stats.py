@@ -133,11 +133,13 @@ class ScoreGrid:
     depth_offset: np.ndarray
 
 
-def score_grid(records: Iterable[dict]) -> ScoreGrid:
-    """Rows ascending depth, columns ascending length; every depth and length present gets one."""
+def score_grid(records: Iterable[dict], *, lengths: Iterable[int] = (), depths: Iterable[float] = ()) -> ScoreGrid:
+    """Rows ascending depth, columns ascending length; every depth and length present gets one, and so
+    does every one in ``lengths`` / ``depths`` (columns and rows without a record: NaN, n = 0), so that
+    grids of different runs can share one layout."""
     cells = cell_stats(records)
-    lengths = sorted({c.target_length for c in cells})
-    depths = sorted({c.target_depth for c in cells})
+    lengths = sorted({c.target_length for c in cells} | {int(n) for n in lengths})
+    depths = sorted({c.target_depth for c in cells} | {float(d) for d in depths})
     shape = (len(depths), len(lengths))
     grid = ScoreGrid(lengths, depths, np.full(shape, np.nan), np.zeros(shape, dtype=np.int64), np.full(shape, np.nan))
     li = {v: j for j, v in enumerate(lengths)}

@@ -124,3 +124,12 @@ def test_summarize_fields():
     assert s["cells"][1]["depth_offset"] == 10.0
     assert S.summarize([]) == {"scale": s["scale"], "interval": s["interval"], "lengths": [], "overall": None,
                                "cells": []}
+
+
+def test_score_grid_takes_extra_lengths_and_depths():
+    recs = [rec(1000, 50.0, 1.0), rec(4000, 50.0, 0.0)]
+    g = S.score_grid(recs, lengths=[2000, 4000], depths=[10.0])
+    assert g.lengths == [1000, 2000, 4000] and g.depths == [10.0, 50.0]
+    assert g.n.tolist() == [[0, 0, 0], [1, 0, 1]]
+    assert math.isnan(g.mean[0, 0]) and math.isnan(g.mean[1, 1]) and g.mean[1, 0] == 100.0 and g.mean[1, 2] == 0.0
+    assert S.score_grid(recs).lengths == [1000, 4000]  # by default only what the records have
