@@ -54,3 +54,11 @@ def test_rope_methods_results_are_in_the_plan():
         for s in rm.SETTINGS:
             lengths = {int(r["target_length"]) for r in rm.load(task, s)}
             assert {(task, s, n) for n in lengths} <= plan, (task, s)
+
+
+def test_rope_methods_plan_ignores_a_partial_runs_lengths(monkeypatch):
+    """`LENGTHS=4K run.sh` ends with summarize.py --readme: its tables must still see the whole plan."""
+    rm = _module("rope_methods")
+    whole = rm.planned()
+    monkeypatch.setenv("LENGTHS", "4K")
+    assert rm.planned() == whole and ("multikey", "yarn4", 32000) in whole

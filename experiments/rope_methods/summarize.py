@@ -15,6 +15,7 @@ Writes, under experiments/rope_methods/figures/:
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,13 @@ NOT_PLANNED = "n/r"  # a cell run.sh does not queue (its comment says why)
 
 
 def planned() -> set[tuple[str, str, int]]:
-    """(task, setting, length) of every NIAH job ``run.sh --plan`` lists: the plan has one copy, in run.sh."""
-    out = subprocess.run(["bash", str(HERE / "run.sh"), "--plan"], capture_output=True, text=True, check=True)
+    """(task, setting, length) of every NIAH job ``run.sh --plan`` lists: the plan has one copy, in run.sh.
+
+    The whole plan, whatever LENGTHS a partial ``LENGTHS=4K run.sh`` set (it would otherwise mark the
+    lengths it skipped `n/r`, "not in the plan", in the tables it writes at its end)."""
+    env = {k: v for k, v in os.environ.items() if k != "LENGTHS"}
+    out = subprocess.run(["bash", str(HERE / "run.sh"), "--plan"], capture_output=True, text=True, check=True,
+                         env=env)
     jobs = (line.split() for line in out.stdout.splitlines())
     return {(task, s, parse_size(length)) for length, s, *rest in jobs if length != "ppl" for task in rest}
 
