@@ -262,13 +262,13 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     from matplotlib.patches import Rectangle
 
     runs = _check_runs(runs)
-    every = [r for _, recs in runs for r in recs]  # one layout for all panels: the union of the cells
-    grids = [score_grid(recs, lengths={int(r["target_length"]) for r in every},
-                        depths={float(r["target_depth"]) for r in every}) for _, recs in runs]
+    # one layout for all panels: the union of the runs' lengths and depths
+    lengths = sorted({int(r["target_length"]) for _, recs in runs for r in recs})
+    depths = sorted({float(r["target_depth"]) for _, recs in runs for r in recs})
+    grids = [score_grid(recs, lengths=lengths, depths=depths) for _, recs in runs]
     tables = [summary_table(recs) for _, recs in runs]
     means, shared = _panel_means(runs, tables)
-    n_len = max(len(g.lengths) for g in grids)
-    n_dep = max(len(g.depths) for g in grids)
+    n_len, n_dep = len(lengths), len(depths)
     n_runs = len(runs)
     trials_note, show_n = _trials_note(grids)
 
@@ -279,7 +279,7 @@ def heatmap_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = No
     panel_h = (n_dep + 1.3) * cell_h
     ann_size = max(5.0, min(11.0, cell_w * 72 / 2.5, cell_h * 72 / 1.7))
     tick_size = max(7.5, min(10.5, cell_h * 72 / 1.45))
-    widest = max(len(lab) for g in grids for lab in length_labels(g.lengths))
+    widest = max(len(lab) for lab in length_labels(lengths))
     rotate = widest * 0.62 * tick_size / 72 + 0.06 > cell_w  # would neighbouring x labels touch?
     n_cols = min(n_runs, max(1, max_cols))
     n_rows = math.ceil(n_runs / n_cols)
