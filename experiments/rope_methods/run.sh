@@ -48,7 +48,7 @@ export -f job
 
 # Dynamic NTK keeps the trained base while the prompt fits the 8,192-token window (the sweep's base is
 # rope.base_for(prompt length)), so its cells at 1K-8K (at most 8,000 tokens) equal "none" response for
-# response (180 of 180 at 1K, 2K and 8K). Its 4K and 8K cells go after 16K (8K) and to the end (4K):
+# response (240 of 240 at 1K, 2K, 4K and 8K). Its 4K and 8K cells go after 16K (8K) and to the end (4K):
 # a partial run reaches the lengths where the methods differ first. At 16K the x2 settings cover the
 # length exactly, so the single task runs first for every setting, dynamic x2 and x4 before YaRN x2 (the
 # x2-vs-x4 question was first asked of dynamic NTK). Not run: linear x4 past 8K (0 of 120
@@ -56,7 +56,8 @@ export -f job
 # (loss 8.3 nats at 24-32K, near the 10.8 of a uniform guess) and the x2 settings (the window they reach is
 # 16K), and dynamic x4's multikey at 32K (at 16K all 30 of its answers, single and multikey, were empty:
 # the first token is <|im_end|>; at 32K its base is 2.7x larger; its 32K single cells check that it stays
-# silent). The perplexity curves (one 32K pass per setting) run before the 8K cells.
+# silent; it did not: its 32K answers continue the haystack's prose). The perplexity curves (one 32K pass
+# per setting) run before the 8K cells.
 ppl_jobs() { for s in none linear4 dynamic4 yarn4; do echo "ppl $s"; done; }
 
 queue() {
