@@ -125,6 +125,24 @@ def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -
     return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
 
 
+def _cpu_decode_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor | None:
+    """One query token against the cache on the CPU: ``[B, H, 1, D]`` out, or None where the CPU flash
+    kernel is unavailable.
+
+    The G query heads of a KV head go in as G queries of one head (``[B, Hkv, G, D]``; no mask, the
+    token sees every key), so the kernel reads each K/V block once per group. SDPA's own dispatch
+    on the strided cache view was 2.9x slower per layer at 32K keys on one thread (docs/benchmarks.md).
+    """
+    b, h, _, d = qh.shape
+    hkv = kh.shape[1]
+    qg = qh.reshape(b, hkv, h // hkv, d)  # [B, Hkv, G, D]: head kv*G + g -> query g of KV head kv
+    try:
+        out, _ = _cpu_flash_lse(qg, kh, vh, False)  # [B, Hkv, G, D]
+    except (AttributeError, RuntimeError, NotImplementedError):  # old torch without the CPU flash op
+        return None
+    return out.reshape(b, h, 1, d)  # [B, H, 1, D]
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA chunk after a prefix: cuDNN (prefix, unmasked) + flash (diagonal, causal), merged by LSE
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +302,8 @@ def _split_self_check(h: int, hkv: int, d: int, dtype: torch.dtype, dev: torch.d
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """torch SDPA with a lower-right causal mask.
 
+    One query token (decode) on CPU goes to the CPU flash kernel with the query heads grouped per
+    KV head (:func:`_cpu_decode_attention`); elsewhere to SDPA without a mask.
     A chunk after a cached prefix (1 < Tq < Tk): on CUDA it uses ``torch.nn.attention.bias.causal_lower_right``
     unless ``LONGCTX_CUDA_CHUNK_ATTN=auto|split`` opts into the (not yet GPU-verified) split into
     chunk x prefix (cuDNN, unmasked) and chunk x chunk (flash, causal) merged by log-sum-exp
@@ -295,7 +315,9 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     tq, tk = q.shape[1], k.shape[1]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H*, T*, D]
     if tq == 1:
-        out = _sdpa_gqa(qh, kh, vh)
+        out = _cpu_decode_attention(qh, kh, vh) if q.device.type == "cpu" else None
+        if out is None:
+            out = _sdpa_gqa(qh, kh, vh)
     elif tq == tk:
         out = _sdpa_gqa(qh, kh, vh, is_causal=True)
     elif q.is_cuda:
