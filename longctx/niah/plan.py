@@ -5,12 +5,16 @@ are reused from the previous cell (prefix sharing) and ``T`` new prompt tokens, 
 answer tokens::
 
     prefill = L * (a * T + b * ((P + T)^2 - P^2) / 2)          # linear work + causal attention
-    decode  = n * (L * (s + b * (P + T)) + h)                   # per token: layers, attention, head
+    decode  = n * (L * (s + c * (P + T)) + h)                   # per token: layers, attention, head
 
-``a`` (seconds per token per layer), ``b`` (seconds per query-key pair per layer), ``s``
-(seconds per decode step per layer) and ``h`` (embedding + output head per decode step) are
+``a`` (seconds per token per layer), ``b`` (seconds per query-key pair per layer), ``c`` (seconds
+per cached key per layer in a decode step: one query reading every key is memory-bound, several
+times ``b`` at 32K on a CPU), ``s`` (seconds per decode step per layer) and ``h`` (embedding +
+output head per decode step) are
 measured for the device, dtype, thread count and layer shape by a short probe on a random-weight
-model of one and three layers of that shape (:func:`calibrate`; a few seconds on a CPU) and stored
+model of one and three layers of that shape (:func:`calibrate`; a few seconds on a CPU; prefill per
+layer is the difference of the two over 2, since a prefill's last layer works on the last position
+only: counting it as a full layer overestimates by at most 1/L) and stored
 in ``<cache>/calibration.json`` (:func:`longctx.paths.cache_root`), so later plans are instant. On a
 CPU they are CPU seconds, divided at plan time by the cores the process gets now
 (:func:`cpu_cores_now`, from the load average): on a shared machine a short probe runs at full speed
@@ -42,6 +46,11 @@ ASSUMED_ANSWER_TOKENS = 32
 TIME_LIMIT_S = 2 * 3600.0
 _PROBE_LENGTHS = (512, 2048)
 _PROBE_STEPS = 8
+_DECODE_FAR = 16384  # decode is also timed after this many cached positions (1-layer model)
+# 2: prefill per layer from the 3- minus the 1-layer model (version 1 timed the 1-layer model, whose
+# only layer is the last-position-only last layer: 5-6x under the measured 16K and 32K prefills), and
+# decode's cost per cached key measured on its own (c).
+PROBE_VERSION = 2
 
 
 @dataclass
@@ -53,6 +62,7 @@ class CostModel:
     b: float  # s / query-key pair / layer (attention)
     s: float  # s / decode step / layer
     h: float  # s / decode step outside the layers (embedding, output head)
+    c: Optional[float] = None  # s / cached key / layer in a decode step (None: b)
     key: str = ""
     measured: str = ""
     cores: float = 1.0  # CPU: the cores this process gets now (the coefficients are CPU seconds); CUDA: 1
@@ -62,7 +72,8 @@ class CostModel:
         cached ones, then ``new_tokens`` decode steps."""
         P, T, L = prompt_len - prefilled, prefilled, self.num_layers
         prefill = L * (self.a * T + self.b * ((P + T) ** 2 - P ** 2) / 2.0)
-        decode = new_tokens * (L * (self.s + self.b * prompt_len) + self.h)
+        c = self.b if self.c is None else self.c
+        decode = new_tokens * (L * (self.s + c * prompt_len) + self.h)
         return (prefill + decode) / self.cores
 
 
@@ -123,12 +134,12 @@ def calibrate(cfg, device: str, dtype: str, *, refresh: bool = False) -> CostMod
 
     key = calibration_key(cfg, device, dtype, torch.get_num_threads())
     stored = None if refresh else _load_store().get(key)
-    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in "absh") \
-            or stored.get("clock") not in ("cpu", "wall"):
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in "abcsh") \
+            or stored.get("clock") not in ("cpu", "wall") or stored.get("probe") != PROBE_VERSION:
         stored = _probe(cfg, device, dtype)
         _save(key, stored)
     cores = 1.0 if device.startswith("cuda") else cpu_cores_now(torch.get_num_threads())
-    return CostModel(num_layers=cfg.num_layers, key=key, **{k: float(stored[k]) for k in "absh"},
+    return CostModel(num_layers=cfg.num_layers, key=key, **{k: float(stored[k]) for k in "abcsh"},
                      measured=str(stored.get("measured", "")), cores=cores)
 
 
@@ -154,13 +165,15 @@ def _probe(cfg, device: str, dtype: str) -> dict:
             best = min(best, clock() - t0)
         return best
 
+    n1, n2 = _PROBE_LENGTHS
+    far = _DECODE_FAR
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, cfg.vocab_size, size=max(_PROBE_LENGTHS) + _PROBE_STEPS, dtype=np.int64)
-    out: dict[str, Any] = {}
-    decode = {}
+    ids = rng.integers(0, cfg.vocab_size, size=far + _PROBE_STEPS, dtype=np.int64)
+    prefill_s: dict[int, list[float]] = {}
+    decode: dict[tuple[int, int], float] = {}  # (layers, cached positions) -> s per step
     for layers in (1, 3):
         shape = dataclasses.replace(cfg, num_layers=layers, rope_scaling=None, max_position_embeddings=max(
-            cfg.max_position_embeddings, 4096))
+            cfg.max_position_embeddings, len(ids)))
         m = random_model(shape, device=device, dtype=dtype)
         base = m.rope_base_for(len(ids))
         cache = m.new_cache(len(ids) + 1)
@@ -169,34 +182,41 @@ def _probe(cfg, device: str, dtype: str) -> dict:
             cache.truncate(0)
             m.prefill(torch.from_numpy(ids[:n]), cache, base)
 
-        if layers == 1:
-            prefill(64)  # warm-up
-            t1, t2 = (timed(lambda n=n: prefill(n)) for n in _PROBE_LENGTHS)
-            n1, n2 = _PROBE_LENGTHS
-            # t = a n + b n^2 / 2 at two lengths
-            b = (t2 - t1 * n2 / n1) / ((n2 * n2 - n1 * n2) / 2.0)
-            a = (t1 - b * n1 * n1 / 2.0) / n1
-            if b <= 0 or a <= 0:  # too noisy to split: attention at the linear rate per FLOP
-                a = t2 / n2
-                per_layer_params = 2 * cfg.hidden_size * (cfg.num_heads + cfg.num_kv_heads) * cfg.head_dim \
-                    + 3 * cfg.hidden_size * cfg.intermediate_size
-                b = a * 2 * cfg.num_heads * cfg.head_dim / per_layer_params
-            out.update(a=a, b=b)
-        prefill(max(_PROBE_LENGTHS))
+        prefill(64)  # warm-up
+        prefill_s[layers] = [timed(lambda n=n: prefill(n)) for n in _PROBE_LENGTHS]
+        # decode after n2 cached positions; the 1-layer model also after `far` (its prefill is cheap)
+        for ctx in (n2, far) if layers == 1 else (n2,):
+            prefill(ctx)
 
-        def steps() -> None:
-            cache.truncate(max(_PROBE_LENGTHS))
-            for i in range(_PROBE_STEPS):
-                m.decode_step(int(ids[max(_PROBE_LENGTHS) + i]), cache, base)
+            def steps(ctx: int = ctx) -> None:
+                cache.truncate(ctx)
+                for i in range(_PROBE_STEPS):
+                    m.decode_step(int(ids[ctx + i]), cache, base)
 
-        decode[layers] = timed(steps) / _PROBE_STEPS
+            decode[layers, ctx] = timed(steps) / _PROBE_STEPS
         del m, cache
-    s = max((decode[3] - decode[1]) / 2.0, decode[3] / 6.0)
-    h = max(decode[1] - s, 0.0)
-    ctx_part = out["b"] * max(_PROBE_LENGTHS)
-    out.update(s=max(s - ctx_part, s / 2.0), h=h, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               clock="wall" if cuda else "cpu")
-    return out
+    # Prefill per layer: (3 layers - 1 layer) / 2. A prefill's last layer computes attention and MLP
+    # for the last position only (only the logits read it), so a 1-layer model times little but its
+    # K/V projections; the two middle layers of the 3-layer model are full ones.
+    t1, t2 = ((prefill_s[3][i] - prefill_s[1][i]) / 2.0 for i in (0, 1))
+    # t = a n + b n^2 / 2 at two lengths
+    b = (t2 - t1 * n2 / n1) / ((n2 * n2 - n1 * n2) / 2.0)
+    a = (t1 - b * n1 * n1 / 2.0) / n1
+    if b <= 0 or a <= 0:  # too noisy to split: attention at the linear rate per FLOP
+        a = max(t2, prefill_s[3][1] / 3.0) / n2
+        per_layer_params = 2 * cfg.hidden_size * (cfg.num_heads + cfg.num_kv_heads) * cfg.head_dim \
+            + 3 * cfg.hidden_size * cfg.intermediate_size
+        b = a * 2 * cfg.num_heads * cfg.head_dim / per_layer_params
+    # Decode: one query reads every cached key (memory-bound, unlike prefill's pairs), so the cost per
+    # cached key per layer c comes from the 1-layer model at n2 and at `far` cached positions.
+    c = (decode[1, far] - decode[1, n2]) / (far - n2)
+    if c <= 0:  # too noisy: prefill's cost per pair
+        c = b
+    per_layer = max((decode[3, n2] - decode[1, n2]) / 2.0, decode[3, n2] / 6.0)  # at n2 cached keys
+    h = max(decode[1, n2] - per_layer, 0.0)
+    s = max(per_layer - c * n2, per_layer / 10.0)  # the floor only guards against noise
+    return dict(a=a, b=b, c=c, s=s, h=h, probe=PROBE_VERSION, measured=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                clock="wall" if cuda else "cpu")
 
 
 def available_memory(device: str) -> Optional[int]:

@@ -68,7 +68,8 @@ def test_calibration_is_probed_once_and_stored(tmp_path, monkeypatch, one_thread
     monkeypatch.setenv("LONGCTX_CACHE", str(tmp_path))
     calls = []
     monkeypatch.setattr(P, "_probe", lambda cfg, device, dtype: calls.append(1) or
-                        {"a": 1e-4, "b": 1e-8, "s": 1e-3, "h": 1e-3, "measured": "now", "clock": "cpu"})
+                        {"a": 1e-4, "b": 1e-8, "c": 1e-7, "s": 1e-3, "h": 1e-3, "measured": "now", "clock": "cpu",
+                         "probe": P.PROBE_VERSION})
     cfg = get_preset("tiny")
     c1 = P.calibrate(cfg, "cpu", "float32")
     c2 = P.calibrate(cfg, "cpu", "float32")
@@ -78,6 +79,61 @@ def test_calibration_is_probed_once_and_stored(tmp_path, monkeypatch, one_thread
     assert list(stored) == [c1.key] and "h64-i160-H4-kv2-d16-V512" in c1.key
     P.calibrate(cfg, "cpu", "float32", refresh=True)
     assert calls == [1, 1]
+    # a calibration stored by the first probe (no "probe" version: its prefill coefficients were 5-6x
+    # low) is measured again, not used
+    stored[c1.key].pop("probe")
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    P.calibrate(cfg, "cpu", "float32")
+    assert calls == [1, 1, 1]
+
+
+def test_probe_times_full_layers_not_the_last_position_only_layer(monkeypatch):
+    """A prefill's last layer computes attention and MLP for the last position only, so the probe
+    must take the per-layer prefill cost from the 3-layer minus the 1-layer model. Here a fake model
+    on a fake clock costs A n + B n^2 / 2 per full layer plus E n for everything else (embedding, the
+    last layer's K/V, the head), and a decode step S + C x cached keys per layer plus H: the probe
+    recovers A, B, C, S and H."""
+    import longctx.engine.runtime as runtime
+    from longctx.engine.config import get_preset
+
+    A, B, C, E, S, H = 2e-4, 3e-7, 2e-6, 5e-5, 1e-3, 4e-3
+    now = [0.0]
+
+    class FakeCache:
+        length = 0
+
+        def truncate(self, n):
+            self.length = n
+
+    class FakeModel:
+        def __init__(self, layers):
+            self.layers = layers
+
+        def rope_base_for(self, n):
+            return 10_000.0
+
+        def new_cache(self, capacity):
+            return FakeCache()
+
+        def prefill(self, ids, cache, base):
+            n = len(ids)
+            cache.length = n
+            now[0] += (self.layers - 1) * (A * n + B * n * n / 2) + E * n
+
+        def decode_step(self, token, cache, base):
+            now[0] += self.layers * (S + C * cache.length) + H
+            cache.length += 1
+
+    monkeypatch.setattr(runtime, "random_model", lambda shape, device, dtype: FakeModel(shape.num_layers))
+    monkeypatch.setattr(P.time, "process_time", lambda: now[0])
+    out = P._probe(get_preset("tiny"), "cpu", "float32")
+    assert out["a"] == pytest.approx(A) and out["b"] == pytest.approx(B)
+    # decode: a query reading N cached keys costs C N per layer, separately from prefill's B
+    assert out["c"] == pytest.approx(C, rel=1e-3) and out["s"] == pytest.approx(S, rel=1e-2)
+    assert out["h"] == pytest.approx(H, rel=1e-2) and out["probe"] == P.PROBE_VERSION
+    cm = P.CostModel(num_layers=30, a=out["a"], b=out["b"], s=0.0, h=0.0)
+    full = 29 * (A * 32_000 + B * 32_000 ** 2 / 2) + E * 32_000  # the fake 30-layer model's 32K prefill
+    assert 1.0 <= cm.cell_seconds(32_000, 32_000, 0) / full <= 1 + 1 / 29  # the last layer counted in full
 
 
 def test_real_probe_on_a_tiny_shape(tmp_path, monkeypatch, one_thread):
