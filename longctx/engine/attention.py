@@ -106,21 +106,30 @@ def merge_attention(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2
     return out.sub_(o2).mul_(w).add_(o2).to(o1.dtype)
 
 
+def _cpu_flash_grouped(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask-free attention of every query to every key on the CPU flash kernel:
+    ``(out [B, H, Tq, D], lse float32 [B, H, Tq])``.
+
+    With no mask the G query heads of a KV head can go in as one longer query ``[B, Hkv, G*Tq, D]``:
+    the kernel reads each K/V block once per group (row results are unchanged).
+    """
+    b, h, tq, d = qh.shape
+    hkv = kh.shape[1]
+    qg = qh.reshape(b, hkv, (h // hkv) * tq, d)  # [B, Hkv, G*Tq, D]: head kv*G + g -> rows g*Tq... of KV head kv
+    out, lse = _cpu_flash_lse(qg, kh, vh, False)
+    return out.reshape(b, h, tq, d), lse.reshape(b, h, tq)  # [B, H, Tq, D], [B, H, Tq]
+
+
 def _cpu_chunk_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) -> torch.Tensor:
     """Lower-right causal attention for a chunk after a cached prefix (CPU, 1 < Tq < Tk).
 
     Two mask-free calls of the CPU flash kernel: the chunk against the prefix (every query sees
-    every prefix key) and the chunk against itself (plain causal), merged by log-sum-exp.
-    No ``[Tq, Tk]`` mask is built and the causal kernel skips the masked half of the diagonal block.
+    every prefix key; query heads grouped per KV head) and the chunk against itself (plain causal),
+    merged by log-sum-exp. No ``[Tq, Tk]`` mask is built and the causal kernel skips the masked half
+    of the diagonal block.
     """
-    b, h, tq, d = qh.shape
-    hkv, tk = kh.shape[1], kh.shape[2]
-    p = tk - tq
-    # Chunk x prefix has no mask, so the G query heads of a KV head can go in as one longer query
-    # ([B, Hkv, G*Tq, D]): the kernel reads each K/V block once per group (row results are unchanged).
-    qg = qh.reshape(b, hkv, (h // hkv) * tq, d)
-    o1, lse1 = _cpu_flash_lse(qg, kh[:, :, :p], vh[:, :, :p], False)  # chunk x prefix
-    o1, lse1 = o1.reshape(b, h, tq, d), lse1.reshape(b, h, tq)
+    p = kh.shape[2] - qh.shape[2]
+    o1, lse1 = _cpu_flash_grouped(qh, kh[:, :, :p], vh[:, :, :p])  # chunk x prefix
     o2, lse2 = _cpu_flash_lse(qh, kh[:, :, p:], vh[:, :, p:], True)  # chunk x itself
     return merge_attention(o1, lse1, o2, lse2)  # [B, H, Tq, D]
 
@@ -129,18 +138,14 @@ def _cpu_decode_attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor) 
     """One query token against the cache on the CPU: ``[B, H, 1, D]`` out, or None where the CPU flash
     kernel is unavailable.
 
-    The G query heads of a KV head go in as G queries of one head (``[B, Hkv, G, D]``; no mask, the
-    token sees every key), so the kernel reads each K/V block once per group. SDPA's own dispatch
-    on the strided cache view was 2.9x slower per layer at 32K keys on one thread (docs/benchmarks.md).
+    The token sees every key, so it is :func:`_cpu_flash_grouped` (the G query heads of a KV head as G
+    queries of one head). A whole decode step of the default model at 32K cached keys took half the
+    time of SDPA's own dispatch on the strided cache view (docs/benchmarks.md).
     """
-    b, h, _, d = qh.shape
-    hkv = kh.shape[1]
-    qg = qh.reshape(b, hkv, h // hkv, d)  # [B, Hkv, G, D]: head kv*G + g -> query g of KV head kv
     try:
-        out, _ = _cpu_flash_lse(qg, kh, vh, False)  # [B, Hkv, G, D]
+        return _cpu_flash_grouped(qh, kh, vh)[0]  # [B, H, 1, D]
     except (AttributeError, RuntimeError, NotImplementedError):  # old torch without the CPU flash op
         return None
-    return out.reshape(b, h, 1, d)  # [B, H, 1, D]
 
 
 # ---------------------------------------------------------------------------------------------
