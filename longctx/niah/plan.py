@@ -176,7 +176,8 @@ def _probe(cfg, device: str, dtype: str) -> dict:
             cfg.max_position_embeddings, len(ids)))
         m = random_model(shape, device=device, dtype=dtype)
         base = m.rope_base_for(len(ids))
-        cache = m.new_cache(len(ids) + 1)
+        contexts = (n2, far) if layers == 1 else (n2,)  # decode after these many cached positions
+        cache = m.new_cache(max(contexts) + _PROBE_STEPS + 1)
 
         def prefill(n: int) -> None:
             cache.truncate(0)
@@ -184,8 +185,8 @@ def _probe(cfg, device: str, dtype: str) -> dict:
 
         prefill(64)  # warm-up
         prefill_s[layers] = [timed(lambda n=n: prefill(n)) for n in _PROBE_LENGTHS]
-        # decode after n2 cached positions; the 1-layer model also after `far` (its prefill is cheap)
-        for ctx in (n2, far) if layers == 1 else (n2,):
+        # the 1-layer model also decodes after `far` positions: its prefill is cheap (last-position-only layer)
+        for ctx in contexts:
             prefill(ctx)
 
             def steps(ctx: int = ctx) -> None:
