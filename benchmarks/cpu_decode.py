@@ -5,7 +5,7 @@ strided ``[B, Hkv, T, D]`` view (GQA via ``enable_gqa``) and the engine's path
 (:func:`longctx.engine.attention._cpu_decode_attention`: the G query heads of a KV head as G
 queries of one head in torch's CPU flash kernel) are timed
 
-1. per layer, the attention call alone, on the default model's head shape (9 query / 3 KV heads x 64);
+1. per layer, the attention call alone, on the model's head shape (default: 9 query / 3 KV heads x 64);
 2. end to end, ``LongCtxModel.decode_step`` of the default model (SmolLM2-135M, 30 layers) after a
    cache filled with ``--length`` positions of random keys/values (decode time does not depend on
    what the cache holds, so no long prefill is needed), ``--steps`` steps per path.
@@ -47,12 +47,12 @@ def best_of(fn, repeats: int) -> float:
     return best
 
 
-def per_layer(length: int, repeats: int) -> tuple[float, float]:
+def per_layer(cfg, length: int, repeats: int) -> tuple[float, float]:
     """Seconds of one layer's decode attention at ``length`` keys: (SDPA dispatch, grouped)."""
     g = torch.Generator().manual_seed(0)
-    k = torch.randn(1, length, 3, 64, generator=g)  # [B, T, Hkv, D], as KVCache.read returns
-    v = torch.randn(1, length, 3, 64, generator=g)
-    q = torch.randn(1, 1, 9, 64, generator=g)  # [B, 1, H, D]
+    k = torch.randn(1, length, cfg.num_kv_heads, cfg.head_dim, generator=g)  # [B, T, Hkv, D], as KVCache.read
+    v = torch.randn(1, length, cfg.num_kv_heads, cfg.head_dim, generator=g)
+    q = torch.randn(1, 1, cfg.num_heads, cfg.head_dim, generator=g)  # [B, 1, H, D]
     new = best_of(lambda: attention.sdpa_attention(q, k, v), 10 * repeats)  # one call: cheap, noisy
     with sdpa_dispatch():
         old = best_of(lambda: attention.sdpa_attention(q, k, v), 10 * repeats)
@@ -98,7 +98,7 @@ def main() -> None:
     print("| keys | layer attention: SDPA ms | grouped ms | ratio | decode step: SDPA ms | grouped ms | ratio |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in lengths:
-        lo, ln = per_layer(n, args.repeats)
+        lo, ln = per_layer(model.config, n, args.repeats)
         eo, en = end_to_end(model, n, args.steps, args.repeats)
         print(f"| {n:,} | {lo * 1e3:.1f} | {ln * 1e3:.1f} | {lo / ln:.2f}x | {eo * 1e3:.0f} | {en * 1e3:.0f} "
               f"| {eo / en:.2f}x |")
